@@ -1,0 +1,1 @@
+"""Pure business rules of the desk: standard library only, time passed in."""

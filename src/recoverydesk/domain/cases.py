@@ -1,0 +1,283 @@
+"""The case aggregate: one exception on one order, driven to a verified outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from recoverydesk.domain.errors import InvalidTransition
+
+
+class Category(StrEnum):
+    PAYMENT_FAILED = "payment_failed"
+    FRAUD_HOLD = "fraud_hold"
+    ADDRESS_INVALID = "address_invalid"
+    INVENTORY_MISMATCH = "inventory_mismatch"
+    SPLIT_SHIPMENT = "split_shipment"
+    LATE_SHIPMENT_RISK = "late_shipment_risk"
+    CHANGE_REQUEST = "change_request"
+    WMS_EXCEPTION = "wms_exception"
+    DELIVERY_EXCEPTION = "delivery_exception"
+    REFUND_REQUEST = "refund_request"
+    CONCESSION_REQUEST = "concession_request"
+    CHARGEBACK = "chargeback"
+    DRIFT = "drift"
+
+
+PRE_FULFILMENT = frozenset(
+    {
+        Category.PAYMENT_FAILED,
+        Category.FRAUD_HOLD,
+        Category.ADDRESS_INVALID,
+        Category.INVENTORY_MISMATCH,
+        Category.SPLIT_SHIPMENT,
+        Category.LATE_SHIPMENT_RISK,
+        Category.CHANGE_REQUEST,
+        Category.WMS_EXCEPTION,
+    }
+)
+
+
+class Outcome(StrEnum):
+    RELEASED = "released"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+    SUBSTITUTED = "substituted"
+    SPLIT = "split"
+    REROUTED = "rerouted"
+    RESHIPPED = "reshipped"
+    RETURNED = "returned"
+    CONCESSION = "concession"
+    DENIED = "denied"
+    CONVERTED_TO_RETURN = "converted_to_return"
+
+
+SAVED_OUTCOMES = frozenset(
+    {
+        Outcome.RELEASED,
+        Outcome.SHIPPED,
+        Outcome.DELIVERED,
+        Outcome.SUBSTITUTED,
+        Outcome.SPLIT,
+        Outcome.REROUTED,
+        Outcome.RESHIPPED,
+    }
+)
+
+
+class ReasonCode(StrEnum):
+    STOCKOUT = "stockout"
+    FRAUD = "fraud"
+    ADDRESS = "address"
+    LEAD_TIME = "lead_time"
+    CUSTOMER_REQUEST = "customer_request"
+    DUPLICATE_ORDER = "duplicate_order"
+    PAYMENT_TIMEOUT = "payment_timeout"
+    PAYMENT_DECLINED = "payment_declined"
+    PRICE_ERROR = "price_error"
+    CARRIER_RESTRICTION = "carrier_restriction"
+    OTHER = "other"
+
+    @classmethod
+    def parse(cls, text: object) -> ReasonCode:
+        try:
+            return cls(str(text))
+        except ValueError:
+            return cls.OTHER
+
+
+class CaseStatus(StrEnum):
+    NEW = "new"
+    TRIAGED = "triaged"
+    IN_PROGRESS = "in_progress"
+    WAITING_CUSTOMER = "waiting_customer"
+    WAITING_PARTNER = "waiting_partner"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in (CaseStatus.RESOLVED, CaseStatus.CLOSED)
+
+
+_WORKING = {CaseStatus.IN_PROGRESS, CaseStatus.WAITING_CUSTOMER, CaseStatus.WAITING_PARTNER}
+TRANSITIONS: dict[CaseStatus, frozenset[CaseStatus]] = {
+    CaseStatus.NEW: frozenset({CaseStatus.TRIAGED, CaseStatus.IN_PROGRESS, CaseStatus.RESOLVED}),
+    CaseStatus.TRIAGED: frozenset({*_WORKING, CaseStatus.RESOLVED}),
+    CaseStatus.IN_PROGRESS: frozenset({*_WORKING, CaseStatus.RESOLVED} - {CaseStatus.IN_PROGRESS}),
+    CaseStatus.WAITING_CUSTOMER: frozenset({CaseStatus.IN_PROGRESS, CaseStatus.RESOLVED}),
+    CaseStatus.WAITING_PARTNER: frozenset({CaseStatus.IN_PROGRESS, CaseStatus.RESOLVED}),
+    CaseStatus.RESOLVED: frozenset({CaseStatus.CLOSED, CaseStatus.IN_PROGRESS}),
+    CaseStatus.CLOSED: frozenset({CaseStatus.IN_PROGRESS}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: datetime
+    kind: str
+    actor: str
+    detail: dict[str, Any]
+    event_id: str | None = None
+
+
+SOURCE = "source"  # the actor for changes the source systems confirmed
+
+
+@dataclass(slots=True)
+class Case:
+    """A case. ``id`` is None until stored; ``pending`` holds timeline rows not yet written."""
+
+    order_ref: str
+    category: Category
+    opened_at: datetime
+    opened_by: str
+    id: int | None = None
+    status: CaseStatus = CaseStatus.NEW
+    hold_type: str | None = None
+    classification: str | None = None
+    priority: str | None = None
+    queue: str | None = None
+    outcome: Outcome | None = None
+    reason_code: ReasonCode | None = None
+    root_cause: str | None = None
+    closed_at: datetime | None = None
+    event_ids: list[str] = field(default_factory=list)
+    pending: list[TimelineEntry] = field(default_factory=list)
+    dirty: bool = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        order_ref: str,
+        category: Category,
+        opened_at: datetime,
+        opened_by: str,
+        hold_type: str | None,
+        recorded_at: datetime,
+    ) -> Case:
+        case = cls(
+            order_ref=order_ref,
+            category=category,
+            opened_at=opened_at,
+            opened_by=opened_by,
+            hold_type=hold_type,
+            event_ids=[opened_by],
+        )
+        case.record(
+            recorded_at,
+            "opened",
+            SOURCE,
+            {"category": category.value, "occurred_at": opened_at.isoformat()},
+            event_id=opened_by,
+        )
+        return case
+
+    @property
+    def is_open(self) -> bool:
+        return self.status.is_open
+
+    def record(
+        self,
+        at: datetime,
+        kind: str,
+        actor: str,
+        detail: dict[str, Any],
+        event_id: str | None = None,
+    ) -> None:
+        self.pending.append(TimelineEntry(at, kind, actor, detail, event_id))
+        self.dirty = True
+
+    def move_to(self, status: CaseStatus, *, at: datetime, actor: str, note: str = "") -> None:
+        if status not in TRANSITIONS[self.status]:
+            raise InvalidTransition(
+                f"case {self.id} cannot go from {self.status.value} to {status.value}"
+            )
+        detail = {"from": self.status.value, "to": status.value}
+        if note:
+            detail["note"] = note
+        self.status = status
+        self.record(at, "status_changed", actor, detail)
+
+    def attach(self, event_id: str, event_type: str, occurred_at: datetime, at: datetime) -> None:
+        if event_id in self.event_ids:
+            return
+        self.event_ids.append(event_id)
+        self.record(
+            at,
+            "event",
+            SOURCE,
+            {"type": event_type, "occurred_at": occurred_at.isoformat()},
+            event_id=event_id,
+        )
+
+    def detach_all_but(self, event_ids: list[str], at: datetime) -> None:
+        """Events a late arrival moved to another case leave this one (on the timeline too)."""
+        keep = set(event_ids)
+        for event_id in [e for e in self.event_ids if e not in keep]:
+            self.event_ids.remove(event_id)
+            self.record(
+                at,
+                "event_moved",
+                SOURCE,
+                {"reason": "a late event split the case"},
+                event_id=event_id,
+            )
+
+    def confirm_outcome(
+        self,
+        outcome: Outcome,
+        *,
+        reason_code: ReasonCode | None,
+        confirmed_at: datetime,
+        event_id: str,
+        at: datetime,
+    ) -> None:
+        """The source system confirmed an outcome: resolve and close the case."""
+        if not self.is_open and (self.outcome, self.closed_at) == (outcome, confirmed_at):
+            return
+        if self.is_open:
+            self.move_to(CaseStatus.RESOLVED, at=at, actor=SOURCE)
+        self.outcome, self.reason_code, self.closed_at = outcome, reason_code, confirmed_at
+        self.record(
+            at,
+            "outcome",
+            SOURCE,
+            {
+                "outcome": outcome.value,
+                "reason_code": reason_code.value if reason_code else None,
+                "confirmed_at": confirmed_at.isoformat(),
+            },
+            event_id=event_id,
+        )
+        if self.status is CaseStatus.RESOLVED:
+            self.move_to(CaseStatus.CLOSED, at=at, actor=SOURCE)
+
+    def reopen(self, *, at: datetime, actor: str, reason: str) -> None:
+        if self.is_open:
+            raise InvalidTransition(f"case {self.id} is already open")
+        self.move_to(CaseStatus.IN_PROGRESS, at=at, actor=actor, note=reason)
+        self.outcome, self.reason_code, self.closed_at = None, None, None
+
+    def rekey(self, opened_by: str, opened_at: datetime, at: datetime) -> None:
+        """An earlier event that belongs to this case arrived late: it now opens the case."""
+        self.record(
+            at,
+            "reopened_earlier",
+            SOURCE,
+            {
+                "opened_by": opened_by,
+                "previous_opened_by": self.opened_by,
+                "opened_at": opened_at.isoformat(),
+                "previous_opened_at": self.opened_at.isoformat(),
+            },
+            event_id=opened_by,
+        )
+        self.opened_by, self.opened_at = opened_by, opened_at
+        if opened_by not in self.event_ids:
+            self.event_ids.insert(0, opened_by)
