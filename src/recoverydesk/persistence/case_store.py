@@ -1,0 +1,203 @@
+"""Cases and their timelines; every change writes its timeline rows in the same transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+
+from recoverydesk.domain.cases import Case, CaseStatus, Category, Outcome, ReasonCode
+from recoverydesk.persistence.tables import OPEN_STATUSES, case_timeline, cases
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    status: str | None = None
+    queue: str | None = None
+    priority: str | None = None
+    category: str | None = None
+    order_ref: str | None = None
+    open_only: bool = False
+    limit: int = 100
+    offset: int = 0
+
+
+class SqlCaseStore:
+    def __init__(self, connection: Connection) -> None:
+        self._db = connection
+
+    def for_orders(
+        self, merchant_id: int, refs: Collection[str], *, open_only: bool
+    ) -> dict[str, list[Case]]:
+        found: dict[str, list[Case]] = defaultdict(list)
+        if not refs:
+            return found
+        query = select(cases).where(
+            cases.c.merchant_id == merchant_id, cases.c.order_ref.in_(list(refs))
+        )
+        if open_only:
+            query = query.where(cases.c.status.in_(OPEN_STATUSES))
+        for row in self._db.execute(query.order_by(cases.c.id)):
+            found[row.order_ref].append(_case(row))
+        return found
+
+    def save(self, merchant_id: int, changed: Sequence[Case]) -> None:
+        known = [case for case in changed if case.id is not None]
+        new = [case for case in changed if case.id is None]
+        if known:  # updates first: a case closing frees the slot for a new open one
+            stmt = (
+                update(cases)
+                .where(
+                    and_(
+                        cases.c.id == bindparam("c_id"),
+                        cases.c.merchant_id == bindparam("c_merchant"),
+                    )
+                )
+                .values({name: bindparam(name) for name in _MUTABLE})
+            )
+            rows = []
+            for case in known:
+                row = {
+                    name: value
+                    for name, value in _row(merchant_id, case).items()
+                    if name in _MUTABLE
+                }
+                rows.append({**row, "c_id": case.id, "c_merchant": merchant_id})
+            self._db.execute(stmt, rows)
+        if new:
+            adding = insert(cases).returning(cases.c.id, sort_by_parameter_order=True)
+            ids = self._db.execute(adding, [_row(merchant_id, case) for case in new]).scalars()
+            for case, case_id in zip(new, ids, strict=True):
+                case.id = case_id
+        self._write_timeline(merchant_id, changed)
+
+    def _write_timeline(self, merchant_id: int, changed: Sequence[Case]) -> None:
+        rows = [
+            {
+                "merchant_id": merchant_id,
+                "case_id": case.id,
+                "at": entry.at,
+                "kind": entry.kind,
+                "actor": entry.actor,
+                "event_id": entry.event_id,
+                "detail": entry.detail,
+            }
+            for case in changed
+            for entry in case.pending
+        ]
+        if rows:
+            self._db.execute(insert(case_timeline), rows)
+        for case in changed:
+            case.pending.clear()
+            case.dirty = False
+
+    def get(self, merchant_id: int, case_id: int) -> Case | None:
+        row = self._db.execute(
+            select(cases).where(cases.c.merchant_id == merchant_id, cases.c.id == case_id)
+        ).first()
+        return _case(row) if row else None
+
+    def timeline(self, merchant_id: int, case_id: int) -> list[dict[str, Any]]:
+        query = (
+            select(
+                case_timeline.c.at,
+                case_timeline.c.kind,
+                case_timeline.c.actor,
+                case_timeline.c.event_id,
+                case_timeline.c.detail,
+            )
+            .where(case_timeline.c.merchant_id == merchant_id, case_timeline.c.case_id == case_id)
+            .order_by(case_timeline.c.id)
+        )
+        return [dict(row._mapping) for row in self._db.execute(query)]
+
+    def search(self, merchant_id: int, filters: CaseFilter) -> tuple[list[Case], int]:
+        query = select(cases).where(cases.c.merchant_id == merchant_id)
+        for name, column in (
+            ("status", cases.c.status),
+            ("queue", cases.c.queue),
+            ("priority", cases.c.priority),
+            ("category", cases.c.category),
+            ("order_ref", cases.c.order_ref),
+        ):
+            value = getattr(filters, name)
+            if value is not None:
+                query = query.where(column == value)
+        if filters.open_only:
+            query = query.where(cases.c.status.in_(OPEN_STATUSES))
+        total = self._db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        page = query.order_by(cases.c.opened_at, cases.c.id).limit(filters.limit)
+        rows = self._db.execute(page.offset(filters.offset))
+        return [_case(row) for row in rows], int(total)
+
+    def open_counts(self) -> list[tuple[int, str, int]]:
+        """Open cases by merchant and category, for the metrics endpoint."""
+        query = (
+            select(cases.c.merchant_id, cases.c.category, func.count())
+            .where(cases.c.status.in_(OPEN_STATUSES))
+            .group_by(cases.c.merchant_id, cases.c.category)
+        )
+        return [(int(m), str(c), int(n)) for m, c, n in self._db.execute(query)]
+
+
+_MUTABLE = (
+    "status",
+    "classification",
+    "priority",
+    "queue",
+    "outcome",
+    "reason_code",
+    "root_cause",
+    "opened_at",
+    "closed_at",
+    "opened_by",
+    "event_ids",
+    "updated_at",
+    "hold_type",
+)
+
+
+def _row(merchant_id: int, case: Case) -> dict[str, Any]:
+    latest = case.pending[-1].at if case.pending else case.opened_at
+    return {
+        "merchant_id": merchant_id,
+        "order_ref": case.order_ref,
+        "category": case.category.value,
+        "status": case.status.value,
+        "hold_type": case.hold_type,
+        "classification": case.classification,
+        "priority": case.priority,
+        "queue": case.queue,
+        "outcome": case.outcome.value if case.outcome else None,
+        "reason_code": case.reason_code.value if case.reason_code else None,
+        "root_cause": case.root_cause,
+        "opened_at": case.opened_at,
+        "closed_at": case.closed_at,
+        "opened_by": case.opened_by,
+        "event_ids": list(case.event_ids),
+        "created_at": latest,
+        "updated_at": latest,
+    }
+
+
+def _case(row: Row[Any]) -> Case:
+    return Case(
+        id=row.id,
+        order_ref=row.order_ref,
+        category=Category(row.category),
+        status=CaseStatus(row.status),
+        hold_type=row.hold_type,
+        classification=row.classification,
+        priority=row.priority,
+        queue=row.queue,
+        outcome=Outcome(row.outcome) if row.outcome else None,
+        reason_code=ReasonCode(row.reason_code) if row.reason_code else None,
+        root_cause=row.root_cause,
+        opened_at=row.opened_at,
+        closed_at=row.closed_at,
+        opened_by=row.opened_by,
+        event_ids=list(row.event_ids),
+    )

@@ -1,0 +1,202 @@
+"""The schema. Every row carries its merchant; every query is scoped by it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from recoverydesk.persistence.types import Amount, JSONDoc, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("time_zone", String(64), nullable=False, server_default="UTC"),
+    Column("config_version", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+merchant_configs = Table(
+    "merchant_configs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", String(500), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("settings", JSONDoc, nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+    UniqueConstraint("merchant_id", "version", name="uq_merchant_configs_version"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("order_ref", String(200), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("payload", JSONDoc, nullable=False),
+    Column("raw", Text, nullable=False),
+    UniqueConstraint("merchant_id", "event_id", name="uq_events_merchant_event"),
+    Index("ix_events_order", "merchant_id", "order_ref", "occurred_at"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("merchant_id", ForeignKey("merchants.id"), primary_key=True),
+    Column("ref", String(200), primary_key=True),
+    Column("channel", String(50)),
+    Column("fulfillment_type", String(20)),
+    Column("value", Amount),
+    Column("currency", String(3)),
+    Column("customer_tier", String(20)),
+    Column("placed_at", UTCDateTime),
+    Column("ship_by", UTCDateTime),
+    Column("promised_by", UTCDateTime),
+    Column("fulfillment_status", String(20), nullable=False, server_default="not_released"),
+    Column("payment_status", String(20), nullable=False, server_default="none"),
+    Column("captured", Amount),
+    Column("refunded", Amount),
+    Column("cancelled", Boolean, nullable=False, server_default=text("false")),
+    Column("partially_cancelled", Boolean, nullable=False, server_default=text("false")),
+    Column("cancelled_at", UTCDateTime),
+    Column("shipped_at", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("event_count", Integer, nullable=False, server_default="0"),
+    Column("last_event_at", UTCDateTime),
+    Column("last_event_id", String(200)),
+    Column("snapshot", JSONDoc, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_orders_placed", "merchant_id", "placed_at"),
+)
+
+OPEN_STATUSES = ("new", "triaged", "in_progress", "waiting_customer", "waiting_partner")
+_open_case = "status IN ('new', 'triaged', 'in_progress', 'waiting_customer', 'waiting_partner')"
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("order_ref", String(200), nullable=False),
+    Column("category", String(40), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("hold_type", String(30)),
+    Column("classification", String(40)),
+    Column("priority", String(4)),
+    Column("queue", String(60)),
+    Column("outcome", String(30)),
+    Column("reason_code", String(30)),
+    Column("root_cause", String(60)),
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+    Column("opened_by", String(200), nullable=False),
+    Column("event_ids", JSONDoc, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_cases_order", "merchant_id", "order_ref"),
+    Index("ix_cases_status", "merchant_id", "status", "opened_at"),
+    Index(
+        "uq_cases_one_open_per_category",
+        "merchant_id",
+        "order_ref",
+        "category",
+        unique=True,
+        sqlite_where=text(_open_case),
+        postgresql_where=text(_open_case),
+    ),
+)
+
+case_timeline = Table(
+    "case_timeline",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("case_id", ForeignKey("cases.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("event_id", String(200)),
+    Column("detail", JSONDoc, nullable=False),
+    Index("ix_case_timeline_case", "case_id", "id"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("payload", JSONDoc, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="8"),
+    Column("lease_until", UTCDateTime),
+    Column("locked_by", String(100)),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("merchant_id", "key", name="uq_jobs_merchant_key"),
+    Index("ix_jobs_due", "status", "due_at"),
+)
+
+job_attempts = Table(
+    "job_attempts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("job_id", ForeignKey("jobs.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", String(100), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("result", String(20)),
+    Column("error", Text),
+    UniqueConstraint("job_id", "attempt", name="uq_job_attempts_attempt"),
+)

@@ -1,0 +1,1 @@
+"""Use cases: handlers, unit of work and ports."""

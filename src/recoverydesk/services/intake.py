@@ -1,0 +1,180 @@
+"""Intake: store each event once and fold it into its order 360 and cases, in one transaction.
+
+Events that arrive in order are folded onto the stored snapshot (the fast path); an event older
+than what the order has already seen makes the desk refold that order's whole history, so the
+result never depends on arrival order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from recoverydesk.domain.casebook import Episode, fold, step, sync_cases
+from recoverydesk.domain.cases import Case
+from recoverydesk.domain.events import CanonicalEvent
+from recoverydesk.domain.orders import OrderView
+from recoverydesk.services.clock import Clock
+from recoverydesk.services.ports import (
+    IncomingEvent,
+    JobRequest,
+    Merchant,
+    TransientConflict,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = structlog.get_logger("recoverydesk.intake")
+
+SHIP_BY_CHECK = "order.ship_by_check"
+
+
+@dataclass(slots=True)
+class IngestReport:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    refolded_orders: int = 0
+    cases_opened: int = 0
+    cases_closed: int = 0
+    stored_by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, other: IngestReport) -> None:
+        for name in (
+            "received",
+            "stored",
+            "duplicates",
+            "refolded_orders",
+            "cases_opened",
+            "cases_closed",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.stored_by_kind.update(other.stored_by_kind)
+
+
+def ingest(
+    *,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    merchant: Merchant,
+    events: Sequence[IncomingEvent],
+) -> IngestReport:
+    """Ingest a batch of validated events for one merchant in one unit of work."""
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with uow_factory() as uow:
+                report = ingest_within(uow, merchant=merchant, events=events, now=clock.now())
+                uow.commit()
+            return report
+        except TransientConflict:
+            if attempt == _ATTEMPTS:
+                raise
+            log.info("ingest retried after a database conflict", attempt=attempt)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 5
+
+
+def ingest_within(
+    uow: UnitOfWork, *, merchant: Merchant, events: Sequence[IncomingEvent], now: datetime
+) -> IngestReport:
+    """The same, inside a unit of work the caller commits (jobs use this)."""
+    batch = list({item.event.id: item for item in reversed(events)}.values())[::-1]
+    report = IngestReport(received=len(events))
+    new_ids = uow.events.add_new(merchant.id, batch, received_at=now) if batch else set()
+    fresh = [item.event for item in batch if item.event.id in new_ids]
+    report.stored = len(fresh)
+    report.duplicates = report.received - report.stored
+    report.stored_by_kind.update((e.source.value, e.type.value) for e in fresh)
+    if fresh:
+        _fold_into_orders(uow, merchant, fresh, now, report)
+    return report
+
+
+def _fold_into_orders(
+    uow: UnitOfWork,
+    merchant: Merchant,
+    fresh: list[CanonicalEvent],
+    now: datetime,
+    report: IngestReport,
+) -> None:
+    by_order: dict[str, list[CanonicalEvent]] = defaultdict(list)
+    for event in sorted(fresh, key=lambda e: e.sort_key):
+        by_order[event.order.ref].append(event)
+    orders = uow.orders.lock(merchant.id, sorted(by_order))
+    ship_by_before = {ref: order.ship_by for ref, order in orders.items()}
+    late = {ref for ref, evs in by_order.items() if not orders[ref].accepts_in_order(evs[0])}
+    in_order = [ref for ref in by_order if ref not in late]
+    touched: list[Case] = []
+    open_cases = uow.cases.for_orders(merchant.id, in_order, open_only=True)
+    for ref in in_order:
+        touched += _fold_fast(orders[ref], open_cases.get(ref, []), by_order[ref], now)
+    if late:
+        histories = uow.events.history(merchant.id, late)
+        all_cases = uow.cases.for_orders(merchant.id, late, open_only=False)
+        for ref in late:
+            orders[ref], cases = _refold(ref, histories[ref], all_cases.get(ref, []), now)
+            touched += cases
+        report.refolded_orders = len(late)
+        log.info("orders refolded after late events", merchant_id=merchant.id, orders=len(late))
+    changed = [case for case in touched if case.dirty]
+    new = {id(case) for case in changed if case.id is None}
+    report.cases_opened = len(new)
+    report.cases_closed = sum(1 for case in changed if not case.is_open)
+    uow.orders.save(merchant.id, list(orders.values()), at=now)
+    uow.cases.save(merchant.id, changed)
+    uow.jobs.enqueue(_ship_by_timers(merchant, orders, ship_by_before), now=now)
+    for case in changed:
+        log.info(
+            "case opened" if id(case) in new else "case changed",
+            merchant=merchant.name,
+            order_ref=case.order_ref,
+            case_id=case.id,
+            category=case.category.value,
+            status=case.status.value,
+        )
+
+
+def _fold_fast(
+    order: OrderView, cases: list[Case], events: list[CanonicalEvent], now: datetime
+) -> list[Case]:
+    episodes = [Episode.of_case(case) for case in cases]
+    for event in events:
+        step(order, episodes, event)
+    return cases + sync_cases(order.ref, episodes, cases, at=now)
+
+
+def _refold(
+    ref: str, history: list[CanonicalEvent], cases: list[Case], now: datetime
+) -> tuple[OrderView, list[Case]]:
+    order, episodes = fold(ref, history)
+    return order, cases + sync_cases(ref, episodes, cases, at=now)
+
+
+def _ship_by_timers(
+    merchant: Merchant, orders: dict[str, OrderView], before: dict[str, datetime | None]
+) -> list[JobRequest]:
+    """A timer at each new ship-by time of an order that has not shipped yet."""
+    timers = []
+    for ref, order in orders.items():
+        if order.ship_by is None or order.ship_by == before.get(ref):
+            continue
+        if order.shipped or order.cancelled:
+            continue
+        timers.append(
+            JobRequest(
+                merchant_id=merchant.id,
+                kind=SHIP_BY_CHECK,
+                key=f"ship-by:{ref}:{order.ship_by.isoformat()}",
+                due_at=order.ship_by,
+                payload={"order_ref": ref, "ship_by": order.ship_by.isoformat()},
+            )
+        )
+    return timers

@@ -1,0 +1,185 @@
+"""Merchants (tenants), their validated configuration files and their API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recoverydesk.domain.errors import InvalidConfig, InvalidInput, NotFound, Unauthorized
+from recoverydesk.services.clock import Clock
+from recoverydesk.services.ports import Merchant, UnitOfWork
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    LEAD = "lead"
+    FINANCE = "finance"
+    RISK = "risk"
+    ADMIN = "admin"
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    high_value: Annotated[Decimal, Field(ge=0, max_digits=18)] = Decimal("500")
+
+
+class MerchantSettings(BaseModel):
+    """A merchant's configuration file. Later issues add rules, SLAs, calendars and playbooks."""
+
+    model_config = ConfigDict(extra="forbid")
+    merchant: str | None = None
+    time_zone: str = "UTC"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    thresholds: Thresholds = Thresholds()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise InvalidInput(f"merchant name {name!r}: use lower-case letters, digits, '-' or '_'")
+    return name
+
+
+def load_settings(path: Path) -> tuple[str, MerchantSettings]:
+    """Read and validate a configuration file; errors name the file, line and field."""
+    try:
+        content = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InvalidConfig(f"{path}: cannot read ({error.strerror})") from None
+    return content, parse_settings(content, str(path))
+
+
+def parse_settings(content: str, source: str) -> MerchantSettings:
+    try:
+        document = yaml.safe_load(content) or {}
+        tree = yaml.compose(content)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise InvalidConfig(f"{source}{where}: not valid YAML ({error})") from None
+    if not isinstance(document, dict):
+        raise InvalidConfig(f"{source}:1: the file must be a mapping of settings")
+    try:
+        return MerchantSettings.model_validate(document)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        line = _line_of(tree, first["loc"])
+        raise InvalidConfig(f"{source}:{line}: {field}: {first['msg']}") from None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
+    """The line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = key if value is None else value
+                    line = key.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def add_merchant(
+    uow: UnitOfWork, *, clock: Clock, name: str, config: Path | None = None
+) -> Merchant:
+    check_name(name)
+    loaded = load_settings(config) if config else None
+    time_zone = loaded[1].time_zone if loaded else "UTC"
+    merchant = uow.merchants.add(name, time_zone=time_zone, now=clock.now())
+    if loaded:
+        _store_settings(uow, merchant, loaded, str(config), clock)
+    return merchant
+
+
+def apply_settings(uow: UnitOfWork, *, clock: Clock, name: str, config: Path) -> int:
+    merchant = require_merchant(uow, name)
+    return _store_settings(uow, merchant, load_settings(config), str(config), clock)
+
+
+def _store_settings(
+    uow: UnitOfWork,
+    merchant: Merchant,
+    loaded: tuple[str, MerchantSettings],
+    source: str,
+    clock: Clock,
+) -> int:
+    content, settings = loaded
+    if settings.merchant is not None and settings.merchant != merchant.name:
+        raise InvalidConfig(
+            f"{source}: the file is for merchant {settings.merchant!r}, not {merchant.name!r}"
+        )
+    return uow.merchants.apply_config(
+        merchant,
+        source=source,
+        content=content,
+        settings=settings.model_dump(mode="json"),
+        time_zone=settings.time_zone,
+        now=clock.now(),
+    )
+
+
+def require_merchant(uow: UnitOfWork, name: str) -> Merchant:
+    merchant = uow.merchants.by_name(name)
+    if merchant is None:
+        raise NotFound(
+            f"no merchant named {name!r} (create it with 'recoverydesk merchant add')",
+            code="merchant_not_found",
+        )
+    return merchant
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(uow: UnitOfWork, *, clock: Clock, merchant_name: str, role: str) -> str:
+    """A new API token for one merchant; only its hash is stored."""
+    try:
+        role = Role(role).value
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput(f"unknown role {role!r}; use one of: {roles}") from None
+    merchant = require_merchant(uow, merchant_name)
+    token = f"rd_{secrets.token_urlsafe(32)}"
+    uow.merchants.add_token(
+        merchant.id, role=role, token_hash=hash_token(token), prefix=token[:10], now=clock.now()
+    )
+    return token
+
+
+def authenticate(uow: UnitOfWork, token: str) -> tuple[Merchant, Role]:
+    if not token.startswith("rd_") or len(token) > 200:
+        raise Unauthorized("invalid API token")
+    found = uow.merchants.token_owner(hash_token(token))
+    if found is None:
+        raise Unauthorized("invalid API token")
+    return found[0], Role(found[1])

@@ -1,0 +1,162 @@
+"""Ports: what the use cases need from storage and the outside, as Protocols.
+
+Adapters in ``persistence`` (and later ``connectors``) implement them; ``bootstrap`` chooses which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from recoverydesk.domain.cases import Case
+from recoverydesk.domain.events import CanonicalEvent
+from recoverydesk.domain.orders import OrderView
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A validated event with the raw payload it came from (kept for audit)."""
+
+    event: CanonicalEvent
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    merchant_id: int
+    kind: str
+    key: str
+    due_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    merchant_id: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    due_at: datetime
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    id: int
+    name: str
+    time_zone: str
+    config_version: int
+
+
+class EventStore(Protocol):
+    def add_new(
+        self, merchant_id: int, events: Sequence[IncomingEvent], *, received_at: datetime
+    ) -> set[str]:
+        """Store events not seen before for this merchant; return the ids that were new."""
+
+    def history(self, merchant_id: int, refs: Collection[str]) -> dict[str, list[CanonicalEvent]]:
+        """Every stored event of these orders."""
+
+
+class OrderStore(Protocol):
+    def lock(self, merchant_id: int, refs: Collection[str]) -> dict[str, OrderView]:
+        """Create missing orders, lock them for this unit of work, return their snapshots."""
+
+    def save(self, merchant_id: int, orders: Sequence[OrderView], *, at: datetime) -> None: ...
+
+    def get(self, merchant_id: int, ref: str) -> OrderView | None: ...
+
+
+class CaseStore(Protocol):
+    def for_orders(
+        self, merchant_id: int, refs: Collection[str], *, open_only: bool
+    ) -> dict[str, list[Case]]: ...
+
+    def save(self, merchant_id: int, cases: Sequence[Case]) -> None:
+        """Insert new cases (assigning ids), update changed ones, write pending timeline rows."""
+
+
+class JobQueue(Protocol):
+    def enqueue(self, jobs: Sequence[JobRequest], *, now: datetime) -> None:
+        """Add jobs; a job whose (merchant, key) exists already is left as it is."""
+
+    def claim(self, *, now: datetime, worker: str, lease: timedelta, limit: int) -> list[Job]: ...
+
+    def complete(self, job: Job, *, now: datetime) -> bool:
+        """Mark done if this worker still holds the lease; False means the lease was lost."""
+
+    def fail(self, job: Job, *, now: datetime, error: str, retry_at: datetime | None) -> None: ...
+
+    def next_due(self) -> datetime | None: ...
+
+
+class MerchantStore(Protocol):
+    def by_name(self, name: str) -> Merchant | None: ...
+
+    def by_id(self, merchant_id: int) -> Merchant | None: ...
+
+    def ensure(self, name: str, *, time_zone: str, now: datetime) -> Merchant: ...
+
+    def add(self, name: str, *, time_zone: str, now: datetime) -> Merchant: ...
+
+    def apply_config(
+        self,
+        merchant: Merchant,
+        *,
+        source: str,
+        content: str,
+        settings: dict[str, Any],
+        time_zone: str,
+        now: datetime,
+    ) -> int: ...
+
+    def config(self, merchant_id: int, version: int | None = None) -> dict[str, Any] | None: ...
+
+    def add_token(
+        self, merchant_id: int, *, role: str, token_hash: str, prefix: str, now: datetime
+    ) -> None: ...
+
+    def token_owner(self, token_hash: str) -> tuple[Merchant, str] | None: ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def events(self) -> EventStore: ...
+
+    @property
+    def orders(self) -> OrderStore: ...
+
+    @property
+    def cases(self) -> CaseStore: ...
+
+    @property
+    def jobs(self) -> JobQueue: ...
+
+    @property
+    def merchants(self) -> MerchantStore: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class TransientConflict(Exception):
+    """The database asked for the unit of work to be tried again (deadlock, busy)."""
