@@ -1,0 +1,77 @@
+"""The composition root: the one place where adapters are chosen and wired to the use cases."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from recoverydesk.config import Settings
+from recoverydesk.persistence.database import make_engine
+from recoverydesk.persistence.migrate import upgrade
+from recoverydesk.persistence.uow import SqlUnitOfWork
+from recoverydesk.services.clock import Clock, SystemClock
+from recoverydesk.services.intake import IngestReport, ingest
+from recoverydesk.services.jobs import JobRunner
+from recoverydesk.services.ports import IncomingEvent, Merchant
+from recoverydesk.services.timers import HANDLERS
+from recoverydesk.telemetry import Metrics
+
+
+@dataclass
+class Desk:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
+
+    def reader(self) -> SqlUnitOfWork:
+        """A unit of work for reads only (does not take SQLite's write lock)."""
+        return SqlUnitOfWork(self.engine, read_only=True)
+
+    def upgrade(self) -> None:
+        upgrade(self.settings.database_url)
+
+    def ingest(self, merchant: Merchant, items: Sequence[IncomingEvent]) -> IngestReport:
+        report = ingest(uow_factory=self.uow, clock=self.clock, merchant=merchant, events=items)
+        self.metrics.observe_ingest(report)
+        return report
+
+    def job_runner(self, worker: str | None = None) -> JobRunner:
+        name = worker or f"{socket.gethostname()}:{os.getpid()}"
+        return JobRunner(
+            uow_factory=self.uow,
+            clock=self.clock,
+            handlers=HANDLERS,
+            worker=name,
+            lease=timedelta(seconds=self.settings.worker_lease_seconds),
+            on_finish=self.metrics.observe_job,
+        )
+
+    def database_figures(self, now: datetime) -> dict[str, Any]:
+        with self.reader() as uow:
+            return {
+                "open_cases": uow.cases.open_counts(),
+                "jobs": uow.jobs.counts(),
+                "job_lag": uow.jobs.lag_seconds(now),
+            }
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -> Desk:
+    settings = settings or Settings()
+    desk = Desk(
+        settings=settings, engine=make_engine(settings.database_url), clock=clock or SystemClock()
+    )
+    desk.metrics.watch_database(desk.database_figures)
+    return desk

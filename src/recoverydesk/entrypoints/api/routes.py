@@ -1,0 +1,181 @@
+"""The /api/v1 routes. A bearer token sees only its own merchant's data."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from recoverydesk.bootstrap import Desk
+from recoverydesk.domain.errors import InvalidEvent, NotFound, PayloadTooLarge, Unauthorized
+from recoverydesk.persistence.case_store import CaseFilter
+from recoverydesk.services.canonical import parse_event
+from recoverydesk.services.merchants import Role, authenticate
+from recoverydesk.services.ports import IncomingEvent, Merchant
+from recoverydesk.services.views import case_detail, case_to_dict, order_to_dict
+
+router = APIRouter(prefix="/api/v1")
+bearer = HTTPBearer(auto_error=False)
+
+
+class Caller(BaseModel):
+    merchant_id: int
+    merchant: str
+    role: Role
+
+    def as_merchant(self, desk: Desk) -> Merchant:
+        with desk.reader() as uow:
+            found = uow.merchants.by_id(self.merchant_id)
+        if found is None:
+            raise Unauthorized("the token's merchant no longer exists")
+        return found
+
+
+def _desk(request: Request) -> Desk:
+    desk: Desk = request.app.state.desk
+    return desk
+
+
+def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized(
+            "send 'Authorization: Bearer <token>' (create one with 'recoverydesk token create')"
+        )
+    with _desk(request).reader() as uow:
+        merchant, role = authenticate(uow, credentials.credentials)
+    structlog.contextvars.bind_contextvars(merchant=merchant.name)
+    return Caller(merchant_id=merchant.id, merchant=merchant.name, role=role)
+
+
+Authorized = Annotated[Caller, Depends(caller)]
+
+
+class IngestAnswer(BaseModel):
+    received: int
+    stored: int
+    duplicates: int
+    cases_opened: int
+    cases_closed: int
+
+
+@router.post(
+    "/events",
+    response_model=IngestAnswer,
+    tags=["events"],
+    summary="Post one canonical event or a JSON array of them",
+)
+async def post_events(request: Request, who: Authorized) -> IngestAnswer:
+    desk = _desk(request)
+    body = await request.body()
+    if len(body) > desk.settings.max_body_bytes:
+        raise PayloadTooLarge(f"request body larger than {desk.settings.max_body_bytes} bytes")
+    items = _parse_batch(body, who, desk.settings.max_events_per_request)
+    merchant = who.as_merchant(desk)
+    report = await run_in_threadpool(desk.ingest, merchant, items)
+    return IngestAnswer(
+        received=report.received,
+        stored=report.stored,
+        duplicates=report.duplicates,
+        cases_opened=report.cases_opened,
+        cases_closed=report.cases_closed,
+    )
+
+
+def _parse_batch(body: bytes, who: Caller, most: int) -> list[IncomingEvent]:
+    try:
+        decoded = json.loads(body, parse_float=Decimal)
+    except (ValueError, RecursionError) as error:  # JSON, Unicode and integer-size errors
+        raise InvalidEvent(f"body: malformed JSON ({error})") from None
+    batch = decoded if isinstance(decoded, list) else [decoded]
+    if not batch:
+        raise InvalidEvent("body: an empty list of events")
+    if len(batch) > most:
+        raise PayloadTooLarge(f"body: at most {most} events per request, got {len(batch)}")
+    items = []
+    for index, raw in enumerate(batch):
+        where = f"events[{index}]" if isinstance(decoded, list) else "event"
+        try:
+            event = parse_event(raw)
+        except InvalidEvent as error:
+            raise InvalidEvent(f"{where}.{error.message}") from None
+        if event.merchant is not None and event.merchant != who.merchant:
+            raise InvalidEvent(
+                f"{where}.merchant: this token is for merchant {who.merchant!r}",
+                code="merchant_mismatch",
+            )
+        items.append(IncomingEvent(event, json.dumps(raw, default=str)))
+    return items
+
+
+@router.get("/cases", tags=["cases"])
+def list_cases(
+    request: Request,
+    who: Authorized,
+    *,
+    status: str | None = None,
+    queue: str | None = None,
+    priority: str | None = None,
+    category: str | None = None,
+    order: str | None = None,
+    state: Literal["open", "all"] = "all",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    filters = CaseFilter(
+        status=status,
+        queue=queue,
+        priority=priority,
+        category=category,
+        order_ref=order,
+        open_only=state == "open",
+        limit=limit,
+        offset=offset,
+    )
+    with _desk(request).reader() as uow:
+        found, total = uow.cases.search(who.merchant_id, filters)
+    return {
+        "cases": [case_to_dict(case) for case in found],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/cases/{case_id}", tags=["cases"])
+def get_case(request: Request, who: Authorized, case_id: int) -> dict[str, Any]:
+    with _desk(request).reader() as uow:
+        case = uow.cases.get(who.merchant_id, case_id)
+        if case is None:
+            raise NotFound(f"no case {case_id}", code="case_not_found")
+        timeline = uow.cases.timeline(who.merchant_id, case_id)
+    return case_detail(case, timeline)
+
+
+@router.get("/orders/{ref}", tags=["orders"], summary="The order 360")
+def get_order(request: Request, who: Authorized, ref: str) -> dict[str, Any]:
+    with _desk(request).reader() as uow:
+        order = uow.orders.get(who.merchant_id, ref)
+        if order is None:
+            raise NotFound(f"no order {ref!r}", code="order_not_found")
+        cases = uow.cases.for_orders(who.merchant_id, [ref], open_only=False).get(ref, [])
+        history = uow.events.raw_for_order(who.merchant_id, ref)
+    body = order_to_dict(order)
+    body["cases"] = [case_to_dict(case) for case in cases]
+    body["events"] = [_jsonable(row) for row in history]
+    return body
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.isoformat() if hasattr(value, "isoformat") else value
+        for key, value in row.items()
+    }

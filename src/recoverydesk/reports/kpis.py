@@ -1,0 +1,157 @@
+"""KPI figures of ../shared/spec/KPIS.md computed with set-based SQL (a first subset).
+
+Rates are fractions rounded to 6 decimals and always come with the counts behind them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from recoverydesk.domain.cases import PRE_FULFILMENT, SAVED_OUTCOMES
+from recoverydesk.persistence.tables import OPEN_STATUSES, cases, orders
+
+AT_RISK = sorted(c.value for c in PRE_FULFILMENT)
+SAVED = sorted(o.value for o in SAVED_OUTCOMES)
+AGE_BUCKETS = ((4 * 3600, "<4h"), (24 * 3600, "4-24h"), (72 * 3600, "24-72h"))
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: datetime
+    end: datetime
+
+    def as_dict(self) -> dict[str, str]:
+        return {"from": self.start.isoformat(), "to": self.end.isoformat()}
+
+
+def rate(part: int, whole: int) -> dict[str, Any]:
+    value = round(part / whole, 6) if whole else None
+    return {"value": value, "numerator": part, "denominator": whole}
+
+
+def compute(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
+    figures: dict[str, Any] = {"period": period.as_dict()}
+    figures.update(_order_rates(db, merchant_id, period))
+    figures.update(_case_figures(db, merchant_id, period))
+    figures["exception_backlog"] = _backlog(db, merchant_id, period.end)
+    figures["revenue_at_risk"] = _revenue_at_risk(db, merchant_id, period.end)
+    return figures
+
+
+def _order_rates(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
+    placed = and_(
+        orders.c.merchant_id == merchant_id,
+        orders.c.placed_at >= period.start,
+        orders.c.placed_at < period.end,
+    )
+    shipped = orders.c.shipped_at.is_not(None)
+    row = db.execute(
+        select(
+            func.count(),
+            func.sum(case((orders.c.cancelled, 1), else_=0)),
+            func.sum(case((orders.c.partially_cancelled, 1), else_=0)),
+            func.sum(case((and_(orders.c.cancelled, ~shipped), 1), else_=0)),
+            func.sum(case((shipped, 1), else_=0)),
+            func.sum(case((and_(shipped, orders.c.shipped_at > orders.c.ship_by), 1), else_=0)),
+        ).where(placed)
+    ).one()
+    total, cancelled, partial, pre_ship, n_shipped, late = (int(v or 0) for v in row)
+    return {
+        "orders": total,
+        "cancellation_rate": rate(cancelled, total),
+        "partial_cancellation_rate": rate(partial, total),
+        "pre_fulfillment_cancel_rate": {**rate(pre_ship, total), "threshold": 0.025},
+        "late_shipment_rate": {**rate(late, n_shipped), "threshold": 0.04},
+    }
+
+
+def _case_figures(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
+    closed_at_risk = and_(
+        cases.c.merchant_id == merchant_id,
+        cases.c.category.in_(AT_RISK),
+        cases.c.closed_at >= period.start,
+        cases.c.closed_at < period.end,
+        cases.c.outcome.is_not(None),
+    )
+    saved = cases.c.outcome.in_(SAVED)
+    row = db.execute(
+        select(func.count(), func.sum(case((saved, 1), else_=0))).where(closed_at_risk)
+    ).one()
+    closed, n_saved = int(row[0] or 0), int(row[1] or 0)
+    values = db.execute(
+        select(orders.c.ref, orders.c.value, orders.c.currency)
+        .join(
+            cases,
+            and_(cases.c.merchant_id == orders.c.merchant_id, cases.c.order_ref == orders.c.ref),
+        )
+        .where(closed_at_risk, saved)
+        .distinct()
+    ).all()
+    opened = db.execute(
+        select(func.count()).where(
+            cases.c.merchant_id == merchant_id,
+            cases.c.opened_at >= period.start,
+            cases.c.opened_at < period.end,
+        )
+    ).scalar_one()
+    return {
+        "cases_opened": int(opened),
+        "save_rate": rate(n_saved, closed),
+        "revenue_saved": _money_by_currency([(v, c) for _, v, c in values]),
+    }
+
+
+def _backlog(db: Connection, merchant_id: int, at: datetime) -> dict[str, Any]:
+    rows = db.execute(
+        select(cases.c.category, cases.c.opened_at).where(
+            cases.c.merchant_id == merchant_id,
+            cases.c.opened_at <= at,
+            cases.c.status.in_(OPEN_STATUSES),
+        )
+    ).all()
+    by_age: dict[str, int] = {label: 0 for _, label in AGE_BUCKETS} | {">72h": 0}
+    by_category: dict[str, int] = {}
+    for category, opened_at in rows:
+        age = (at - opened_at).total_seconds()
+        label = next((name for limit, name in AGE_BUCKETS if age < limit), ">72h")
+        by_age[label] += 1
+        by_category[category] = by_category.get(category, 0) + 1
+    older = by_age["24-72h"] + by_age[">72h"]
+    return {
+        "open": len(rows),
+        "by_age": by_age,
+        "by_category": dict(sorted(by_category.items())),
+        "older_than_24h": older,
+    }
+
+
+def _revenue_at_risk(db: Connection, merchant_id: int, at: datetime) -> list[dict[str, str]]:
+    values = db.execute(
+        select(orders.c.ref, orders.c.value, orders.c.currency)
+        .join(
+            cases,
+            and_(cases.c.merchant_id == orders.c.merchant_id, cases.c.order_ref == orders.c.ref),
+        )
+        .where(
+            cases.c.merchant_id == merchant_id,
+            cases.c.category.in_(AT_RISK),
+            cases.c.status.in_(OPEN_STATUSES),
+            cases.c.opened_at <= at,
+        )
+        .distinct()
+    ).all()
+    return _money_by_currency([(value, currency) for _, value, currency in values])
+
+
+def _money_by_currency(rows: Any) -> list[dict[str, str]]:
+    totals: dict[str, Decimal] = {}
+    for value, currency in rows:
+        if value is not None:
+            key = currency or "XXX"
+            totals[key] = totals.get(key, Decimal(0)) + value
+    return [{"amount": str(amount), "currency": cur} for cur, amount in sorted(totals.items())]
