@@ -9,17 +9,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine
 
 from recoverydesk.config import Settings
+from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
 from recoverydesk.services.clock import Clock, SystemClock
+from recoverydesk.services.escalation import HANDLERS as ESCALATION
+from recoverydesk.services.escalation import notification_handlers
 from recoverydesk.services.intake import IngestReport, ingest
-from recoverydesk.services.jobs import JobRunner
+from recoverydesk.services.jobs import JobHandler, JobRunner
+from recoverydesk.services.notifications import ChatSender, EmailSender
 from recoverydesk.services.ports import IncomingEvent, Merchant
-from recoverydesk.services.timers import HANDLERS
+from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
 
 
@@ -29,6 +34,7 @@ class Desk:
     engine: Engine
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
+    handlers: dict[str, JobHandler] = field(default_factory=dict)
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
@@ -50,7 +56,7 @@ class Desk:
         return JobRunner(
             uow_factory=self.uow,
             clock=self.clock,
-            handlers=HANDLERS,
+            handlers=self.handlers,
             worker=name,
             lease=timedelta(seconds=self.settings.worker_lease_seconds),
             on_finish=self.metrics.observe_job,
@@ -68,10 +74,37 @@ class Desk:
         self.engine.dispose()
 
 
-def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None) -> Desk:
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    email: EmailSender | None = None,
+    chat: ChatSender | None = None,
+) -> Desk:
+    """Wire the desk. ``email`` and ``chat`` replace the configured senders (replay records)."""
     settings = settings or Settings()
+    email = email or _smtp(settings)
+    chat = chat or WebhookChatSender(
+        httpx.Client(timeout=10.0), secret=settings.chat_webhook_secret
+    )
     desk = Desk(
-        settings=settings, engine=make_engine(settings.database_url), clock=clock or SystemClock()
+        settings=settings,
+        engine=make_engine(settings.database_url),
+        clock=clock or SystemClock(),
+        handlers={**TIMERS, **ESCALATION, **notification_handlers(email, chat)},
     )
     desk.metrics.watch_database(desk.database_figures)
     return desk
+
+
+def _smtp(settings: Settings) -> EmailSender | None:
+    if settings.smtp_host is None:
+        return None
+    return SmtpEmailSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_sender,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+    )

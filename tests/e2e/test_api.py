@@ -84,7 +84,9 @@ def test_events_open_and_close_cases_and_build_the_order_360(live: LiveDesk) -> 
     assert (case["status"], case["outcome"]) == ("closed", "released")
     assert case["closed_at"] == "2026-11-20T11:00:00+00:00"
     kinds = [row["kind"] for row in case["timeline"]]
-    assert kinds == ["opened", "event", "status_changed", "outcome", "status_changed"]
+    assert kinds[:3] == ["opened", "triaged", "status_changed"]
+    assert kinds[-3:] == ["status_changed", "outcome", "status_changed"]
+    assert "event" in kinds
     # and the order 360 merges what every system said
     order = http.get("/api/v1/orders/1001").json()
     assert order["payment"]["status"] == "captured"

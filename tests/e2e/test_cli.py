@@ -196,13 +196,27 @@ def test_replay_writes_cases_actions_and_kpis_and_fires_timers(tmp_path: Path) -
         (c["order_ref"], c["category"], c["status"], c["outcome"], c["opened_at"]) for c in cases
     )
     assert summary == [
-        ("1001", "late_shipment_risk", "new", None, "2026-11-20T18:00:00+00:00"),
+        ("1001", "late_shipment_risk", "triaged", None, "2026-11-20T18:00:00+00:00"),
         ("1001", "payment_failed", "closed", "released", "2026-11-20T10:01:00+00:00"),
-        ("1002", "change_request", "new", None, "2026-11-21T09:00:00+00:00"),
+        ("1002", "change_request", "triaged", None, "2026-11-21T09:00:00+00:00"),
     ]
     late = next(c for c in cases if c["category"] == "late_shipment_risk")
     assert late["timeline"][0]["at"] == "2026-11-20T18:00:00+00:00"
     assert {"sla", "escalations", "queue", "priority", "classification", "root_cause"} <= set(late)
+    # and triage put it in the pre-fulfilment queue at P1 (the ship cutoff has passed); its
+    # operational clock ran out at once, its first-touch clock waits for Monday's business hours
+    assert (late["queue"], late["priority"]) == ("pre_fulfilment", "P1")
+    clocks = late["sla"]["clocks"]
+    assert clocks["operational"]["due_at"] == "2026-11-20T18:00:00+00:00"
+    assert clocks["first_touch"]["due_at"] == "2026-11-23T10:00:00+00:00"
+    assert [(e["clock"], e["stage"]) for e in late["escalations"]] == [
+        ("operational", "warning"),
+        ("operational", "breach"),
+        ("operational", "escalation"),
+    ]
+    assert late["sla"]["breached"] is True
+    cancel = next(c for c in cases if c["category"] == "change_request")
+    assert cancel["priority"] == "P1"  # already shipped: a carrier intercept is needed
     assert json.loads((tmp_path / "out" / "actions.json").read_text()) == []
     kpis = json.loads((tmp_path / "out" / "kpis.json").read_text())["merchants"]["replay"]
     assert kpis["orders"] == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from recoverydesk.domain.cases import (
     PRE_FULFILMENT,
@@ -66,6 +67,8 @@ class Episode:
     opened_by: str
     opened_at: datetime
     hold_type: str | None = None
+    rule: str = ""  # drift rule of a drift episode
+    data: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, str, datetime]] = field(default_factory=list)
     outcome: Outcome | None = None
     reason_code: ReasonCode | None = None
@@ -82,7 +85,9 @@ class Episode:
 
     @classmethod
     def of_case(cls, case: Case) -> Episode:
-        episode = cls(case.category, case.opened_by, case.opened_at, case.hold_type)
+        episode = cls(
+            case.category, case.opened_by, case.opened_at, case.hold_type, case.rule, case.data
+        )
         episode.events = [(event_id, "", case.opened_at) for event_id in case.event_ids]
         return episode
 
@@ -148,7 +153,9 @@ def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> No
     current = {ep.category: ep for ep in episodes if ep.is_open}
     if category is not None and category not in current:
         hold = event.data.get("hold_type")
-        episode = Episode(category, event.id, event.occurred_at, str(hold) if hold else None)
+        episode = Episode(
+            category, event.id, event.occurred_at, str(hold) if hold else None, data=_facts(event)
+        )
         episode.events.append(stamp)
         episodes.append(episode)
         settled = _already_settled(order, category)
@@ -158,6 +165,14 @@ def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> No
     for episode in current.values():
         if stamp not in episode.events:
             episode.events.append(stamp)
+
+
+_CASE_FACTS = ("due_by", "amount", "reason", "kind", "sku", "available", "change", "requested_by")
+
+
+def _facts(event: CanonicalEvent) -> dict[str, Any]:
+    """The opening event's facts a case keeps (a dispute's due date, a short SKU ...)."""
+    return {key: str(event.data[key]) for key in _CASE_FACTS if event.data.get(key) is not None}
 
 
 def fold(ref: str, events: Iterable[CanonicalEvent]) -> tuple[OrderView, list[Episode]]:
@@ -185,6 +200,8 @@ def sync_cases(
                 opened_by=episode.opened_by,
                 hold_type=episode.hold_type,
                 recorded_at=at,
+                rule=episode.rule,
+                data=episode.data,
             )
             created.append(case)
         elif case.opened_by != episode.opened_by:

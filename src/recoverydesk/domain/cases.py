@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from recoverydesk.domain.errors import InvalidTransition
+from recoverydesk.domain.sla import SlaClock
 
 
 class Category(StrEnum):
@@ -147,6 +149,15 @@ class Case:
     root_cause: str | None = None
     closed_at: datetime | None = None
     event_ids: list[str] = field(default_factory=list)
+    rule: str = ""  # the drift rule of a drift case; one open case per order, category and rule
+    data: dict[str, Any] = field(default_factory=dict)
+    owner: str | None = None
+    config_version: int | None = None
+    deadline: datetime | None = None  # the operational deadline: ship cutoff, promised delivery
+    revenue_at_risk: Decimal | None = None
+    first_touched_at: datetime | None = None
+    clocks: dict[str, SlaClock] = field(default_factory=dict)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
     pending: list[TimelineEntry] = field(default_factory=list)
     dirty: bool = False
 
@@ -160,6 +171,8 @@ class Case:
         opened_by: str,
         hold_type: str | None,
         recorded_at: datetime,
+        rule: str = "",
+        data: dict[str, Any] | None = None,
     ) -> Case:
         case = cls(
             order_ref=order_ref,
@@ -168,14 +181,13 @@ class Case:
             opened_by=opened_by,
             hold_type=hold_type,
             event_ids=[opened_by],
+            rule=rule,
+            data=dict(data or {}),
         )
-        case.record(
-            recorded_at,
-            "opened",
-            SOURCE,
-            {"category": category.value, "occurred_at": opened_at.isoformat()},
-            event_id=opened_by,
-        )
+        detail: dict[str, Any] = {"category": category.value, "occurred_at": opened_at.isoformat()}
+        if rule:
+            detail["rule"] = rule
+        case.record(recorded_at, "opened", SOURCE, detail, event_id=opened_by)
         return case
 
     @property
@@ -257,6 +269,20 @@ class Case:
         )
         if self.status is CaseStatus.RESOLVED:
             self.move_to(CaseStatus.CLOSED, at=at, actor=SOURCE)
+
+    def touch(self, *, at: datetime, actor: str) -> None:
+        """The first human (or playbook) action on the case stops its first-touch clock."""
+        if self.first_touched_at is None:
+            self.first_touched_at = at
+            self.record(at, "first_touch", actor, {})
+        if self.status in (CaseStatus.NEW, CaseStatus.TRIAGED):
+            self.move_to(CaseStatus.IN_PROGRESS, at=at, actor=actor)
+
+    def assign(self, owner: str | None, *, at: datetime, actor: str, reason: str) -> None:
+        if owner == self.owner:
+            return
+        self.record(at, "assigned", actor, {"from": self.owner, "to": owner, "reason": reason})
+        self.owner = owner
 
     def reopen(self, *, at: datetime, actor: str, reason: str) -> None:
         if self.is_open:

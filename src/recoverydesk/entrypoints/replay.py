@@ -15,6 +15,7 @@ from recoverydesk.entrypoints.terminal import progress
 from recoverydesk.reports.kpis import Period
 from recoverydesk.reports.replay_output import write_outputs
 from recoverydesk.sandbox import replay as simulation
+from recoverydesk.sandbox.recorders import RecordedActions, RecordingChat, RecordingEmail
 from recoverydesk.services import merchants as merchant_admin
 from recoverydesk.services.clock import SimulatedClock
 from recoverydesk.services.intake import IngestReport
@@ -56,7 +57,13 @@ def run_replay(events: Path, *, out: Path, config: Path | None, until: str | Non
     clock = SimulatedClock(start)
     with tempfile.TemporaryDirectory(prefix="recoverydesk-replay-") as scratch:
         url = f"sqlite:///{Path(scratch) / 'replay.db'}"
-        desk = bootstrap(Settings(database_url=url), clock=clock)
+        recorded = RecordedActions(clock)
+        desk = bootstrap(
+            Settings(database_url=url),
+            clock=clock,
+            email=RecordingEmail(recorded),
+            chat=RecordingChat(recorded),
+        )
         try:
             desk.upgrade()
             merchants = _merchants(desk, items, config)
@@ -71,7 +78,10 @@ def run_replay(events: Path, *, out: Path, config: Path | None, until: str | Non
                 )
             with desk.engine.connect() as connection:
                 files = write_outputs(
-                    connection, out, Period(start, end + timedelta(microseconds=1)), actions=[]
+                    connection,
+                    out,
+                    Period(start, end + timedelta(microseconds=1)),
+                    actions=recorded.actions,
                 )
         finally:
             desk.close()

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from recoverydesk.domain.cases import Case, CaseStatus, Category, Outcome, ReasonCode
+from recoverydesk.domain.sla import SlaClock
 from recoverydesk.persistence.tables import OPEN_STATUSES, case_timeline, cases
 
 
@@ -21,6 +24,8 @@ class CaseFilter:
     category: str | None = None
     order_ref: str | None = None
     open_only: bool = False
+    owner: str | None = None
+    sort: str = "priority"  # priority | opened
     limit: int = 100
     offset: int = 0
 
@@ -122,6 +127,7 @@ class SqlCaseStore:
             ("priority", cases.c.priority),
             ("category", cases.c.category),
             ("order_ref", cases.c.order_ref),
+            ("owner", cases.c.owner),
         ):
             value = getattr(filters, name)
             if value is not None:
@@ -129,9 +135,36 @@ class SqlCaseStore:
         if filters.open_only:
             query = query.where(cases.c.status.in_(OPEN_STATUSES))
         total = self._db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-        page = query.order_by(cases.c.opened_at, cases.c.id).limit(filters.limit)
+        page = query.order_by(*_ORDER[filters.sort]).limit(filters.limit)
         rows = self._db.execute(page.offset(filters.offset))
         return [_case(row) for row in rows], int(total)
+
+    def lock(self, merchant_id: int, case_id: int) -> Case | None:
+        """A case read for change (row lock on PostgreSQL; SQLite writers are serialised)."""
+        query = select(cases).where(cases.c.merchant_id == merchant_id, cases.c.id == case_id)
+        row = self._db.execute(query.with_for_update()).first()
+        return _case(row) if row else None
+
+    def assignment_state(self, merchant_id: int, queue: str) -> tuple[dict[str, int], str | None]:
+        """Open cases per owner in a queue, and who got the latest assignment there."""
+        open_in_queue = and_(
+            cases.c.merchant_id == merchant_id,
+            cases.c.queue == queue,
+            cases.c.status.in_(OPEN_STATUSES),
+        )
+        load = self._db.execute(
+            select(cases.c.owner, func.count())
+            .where(open_in_queue, cases.c.owner.is_not(None))
+            .group_by(cases.c.owner)
+        )
+        last = self._db.execute(
+            select(cases.c.owner)
+            .where(cases.c.merchant_id == merchant_id, cases.c.queue == queue)
+            .where(cases.c.owner.is_not(None))
+            .order_by(cases.c.id.desc())
+            .limit(1)
+        ).scalar()
+        return {str(owner): int(count) for owner, count in load}, last
 
     def open_counts(self) -> list[tuple[int, str, int]]:
         """Open cases by merchant and category, for the metrics endpoint."""
@@ -143,7 +176,30 @@ class SqlCaseStore:
         return [(int(m), str(c), int(n)) for m, c, n in self._db.execute(query)]
 
 
+_FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+
+_ORDER = {
+    "priority": (
+        cases.c.priority,
+        cases.c.due_sort,
+        cases.c.risk_cents.desc(),
+        cases.c.opened_at,
+        cases.c.id,
+    ),
+    "opened": (cases.c.opened_at, cases.c.id),
+}
+
 _MUTABLE = (
+    "data",
+    "owner",
+    "config_version",
+    "deadline",
+    "due_sort",
+    "revenue_at_risk",
+    "risk_cents",
+    "first_touched_at",
+    "clocks",
+    "escalations",
     "status",
     "classification",
     "priority",
@@ -180,6 +236,17 @@ def _row(merchant_id: int, case: Case) -> dict[str, Any]:
         "event_ids": list(case.event_ids),
         "created_at": latest,
         "updated_at": latest,
+        "rule": case.rule,
+        "data": case.data,
+        "owner": case.owner,
+        "config_version": case.config_version,
+        "deadline": case.deadline,
+        "due_sort": case.deadline or _FAR_FUTURE,
+        "revenue_at_risk": case.revenue_at_risk or Decimal("0.00"),
+        "risk_cents": int((case.revenue_at_risk or Decimal(0)) * 100),
+        "first_touched_at": case.first_touched_at,
+        "clocks": {name: clock.to_dict() for name, clock in case.clocks.items()},
+        "escalations": case.escalations,
     }
 
 
@@ -200,4 +267,13 @@ def _case(row: Row[Any]) -> Case:
         closed_at=row.closed_at,
         opened_by=row.opened_by,
         event_ids=list(row.event_ids),
+        rule=row.rule,
+        data=dict(row.data),
+        owner=row.owner,
+        config_version=row.config_version,
+        deadline=row.deadline,
+        revenue_at_risk=row.revenue_at_risk,
+        first_touched_at=row.first_touched_at,
+        clocks={name: SlaClock.from_dict(body) for name, body in row.clocks.items()},
+        escalations=list(row.escalations),
     )

@@ -113,6 +113,7 @@ orders = Table(
     Index("ix_orders_placed", "merchant_id", "placed_at"),
 )
 
+FAR_FUTURE = "9999-12-31T00:00:00.000000Z"  # the sort key of a case with no operational deadline
 OPEN_STATUSES = ("new", "triaged", "in_progress", "waiting_customer", "waiting_partner")
 _open_case = "status IN ('new', 'triaged', 'in_progress', 'waiting_customer', 'waiting_partner')"
 
@@ -137,13 +138,37 @@ cases = Table(
     Column("event_ids", JSONDoc, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("rule", String(60), nullable=False, server_default=""),
+    Column("data", JSONDoc, nullable=False, server_default="{}"),
+    Column("owner", String(60)),
+    Column("config_version", Integer),
+    Column("deadline", UTCDateTime),
+    Column("due_sort", UTCDateTime, nullable=False, server_default=FAR_FUTURE),
+    Column("revenue_at_risk", Amount, nullable=False, server_default="0"),
+    Column("risk_cents", BigInteger, nullable=False, server_default="0"),  # for ordering
+    Column("first_touched_at", UTCDateTime),
+    Column("clocks", JSONDoc, nullable=False, server_default="{}"),
+    Column("escalations", JSONDoc, nullable=False, server_default="[]"),
     Index("ix_cases_order", "merchant_id", "order_ref"),
     Index("ix_cases_status", "merchant_id", "status", "opened_at"),
+    Index(
+        "ix_cases_queue_page",
+        "merchant_id",
+        "queue",
+        "priority",
+        "due_sort",
+        text("risk_cents DESC"),
+        "opened_at",
+        "id",
+        sqlite_where=text(_open_case),
+        postgresql_where=text(_open_case),
+    ),
     Index(
         "uq_cases_one_open_per_category",
         "merchant_id",
         "order_ref",
         "category",
+        "rule",
         unique=True,
         sqlite_where=text(_open_case),
         postgresql_where=text(_open_case),

@@ -1,4 +1,6 @@
-"""The files replay writes: cases.json, actions.json and kpis.json (see the contract)."""
+"""The files replay writes: cases.json, actions.json and kpis.json (see the contract), and
+sla.json: per merchant and queue, how many cases each clock met or breached and the escalations
+that fired, so two runs of one stream under two configurations can be compared side by side."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def replay_cases(db: Connection) -> list[dict[str, Any]]:
     for merchant_id, name in db.execute(
         select(merchants.c.id, merchants.c.name).order_by(merchants.c.id)
     ):
-        page, _ = store.search(merchant_id, CaseFilter(limit=10**9))
+        page, _ = store.search(merchant_id, CaseFilter(limit=10**9, sort="opened"))
         for case in page:
             assert case.id is not None
             detail = case_detail(case, store.timeline(merchant_id, case.id))
@@ -45,14 +47,44 @@ def write_outputs(
         "cases": out / "cases.json",
         "actions": out / "actions.json",
         "kpis": out / "kpis.json",
+        "sla": out / "sla.json",
     }
+    cases = replay_cases(db)
     documents: dict[str, Any] = {
-        "cases": replay_cases(db),
+        "cases": cases,
         "actions": actions,
         "kpis": replay_kpis(db, period),
+        "sla": sla_summary(cases),
     }
     for name, path in files.items():
         path.write_text(
             json.dumps(documents[name], indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
     return files
+
+
+def sla_summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per merchant and queue: cases by priority, clocks met / breached, escalations by stage."""
+    summary: dict[str, Any] = {}
+    for case in cases:
+        queues = summary.setdefault(case["merchant"], {})
+        queue = queues.setdefault(
+            case["queue"] or "(none)",
+            {"cases": 0, "by_priority": {}, "clocks": {}, "escalations": {}},
+        )
+        queue["cases"] += 1
+        priority = case["priority"] or "(none)"
+        queue["by_priority"][priority] = queue["by_priority"].get(priority, 0) + 1
+        for name, clock in case["sla"]["clocks"].items():
+            figures = queue["clocks"].setdefault(name, {"started": 0, "breached": 0})
+            figures["started"] += 1
+            figures["breached"] += int(clock["breached"])
+        for escalation in case["escalations"]:
+            stage = escalation["stage"]
+            queue["escalations"][stage] = queue["escalations"].get(stage, 0) + 1
+    for queues in summary.values():
+        for queue in queues.values():
+            for figures in queue["clocks"].values():
+                met = figures["started"] - figures["breached"]
+                figures["attainment"] = round(met / figures["started"], 4)
+    return summary

@@ -28,6 +28,7 @@ from recoverydesk.services.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
+from recoverydesk.services.triage import run_triage, stage_timers, triage_for
 
 log = structlog.get_logger("recoverydesk.intake")
 
@@ -124,13 +125,19 @@ def _fold_into_orders(
             touched += cases
         report.refolded_orders = len(late)
         log.info("orders refolded after late events", merchant_id=merchant.id, orders=len(late))
+    batch_events = {event.id: event for event in fresh}
     changed = [case for case in touched if case.dirty]
+    clocked = run_triage(uow, merchant, cases=changed, orders=orders, events=batch_events, now=now)
     new = {id(case) for case in changed if case.id is None}
     report.cases_opened = len(new)
     report.cases_closed = sum(1 for case in changed if not case.is_open)
     uow.orders.save(merchant.id, list(orders.values()), at=now)
     uow.cases.save(merchant.id, changed)
-    uow.jobs.enqueue(_ship_by_timers(merchant, orders, ship_by_before), now=now)
+    timers = _ship_by_timers(merchant, orders, ship_by_before)
+    calendar = triage_for(uow, merchant).calendar
+    for case in clocked:
+        timers += stage_timers(merchant.id, case, calendar)
+    uow.jobs.enqueue(timers, now=now)
     for case in changed:
         log.info(
             "case opened" if id(case) in new else "case changed",

@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from recoverydesk.domain.errors import InvalidConfig, InvalidInput, NotFound, Unauthorized
+from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC
 from recoverydesk.services.clock import Clock
+from recoverydesk.services.policy import Policy
 from recoverydesk.services.ports import Merchant, UnitOfWork
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -29,19 +30,24 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-class Thresholds(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    high_value: Annotated[Decimal, Field(ge=0, max_digits=18)] = Decimal("500")
+class MerchantSettings(Policy):
+    """A merchant's configuration file: identity, then the triage policy (``services.policy``).
 
+    Without a ``calendar`` section the business calendar is Monday to Friday, 09:00-17:00 in the
+    merchant's ``time_zone``. Later issues add playbooks, templates and connector settings.
+    """
 
-class MerchantSettings(BaseModel):
-    """A merchant's configuration file. Later issues add rules, SLAs, calendars and playbooks."""
-
-    model_config = ConfigDict(extra="forbid")
     merchant: str | None = None
     time_zone: str = "UTC"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
-    thresholds: Thresholds = Thresholds()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calendar_in_merchant_zone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "calendar" not in data and "time_zone" in data:
+            hours = DEFAULT_CALENDAR_SPEC.hours
+            return {**data, "calendar": {"time_zone": data["time_zone"], "hours": hours}}
+        return data
 
     @field_validator("time_zone")
     @classmethod
@@ -51,6 +57,11 @@ class MerchantSettings(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+
+def settings_from_stored(stored: dict[str, Any] | None) -> MerchantSettings:
+    """The settings of a stored configuration version (validated again: defaults may grow)."""
+    return MerchantSettings.model_validate(stored or {})
 
 
 def check_name(name: str) -> str:
@@ -141,7 +152,7 @@ def _store_settings(
         merchant,
         source=source,
         content=content,
-        settings=settings.model_dump(mode="json"),
+        settings=settings.model_dump(mode="json", by_alias=True),
         time_zone=settings.time_zone,
         now=clock.now(),
     )

@@ -82,6 +82,12 @@ class CaseStore(Protocol):
     def save(self, merchant_id: int, cases: Sequence[Case]) -> None:
         """Insert new cases (assigning ids), update changed ones, write pending timeline rows."""
 
+    def lock(self, merchant_id: int, case_id: int) -> Case | None: ...
+
+    def assignment_state(
+        self, merchant_id: int, queue: str
+    ) -> tuple[dict[str, int], str | None]: ...
+
 
 class JobQueue(Protocol):
     def enqueue(self, jobs: Sequence[JobRequest], *, now: datetime) -> None:

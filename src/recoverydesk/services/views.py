@@ -165,10 +165,8 @@ def order_from_dict(doc: dict[str, Any]) -> OrderView:
 
 
 def case_detail(case: Case, timeline: list[dict[str, Any]]) -> dict[str, Any]:
-    """A case with its timeline; SLA clocks and escalations come with the triage engine."""
+    """A case with its SLA clocks, escalations and timeline."""
     body = case_to_dict(case)
-    body["sla"] = {"clocks": [], "paused": [], "breached": False}
-    body["escalations"] = []
     body["timeline"] = [
         {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
         for row in timeline
@@ -194,4 +192,23 @@ def case_to_dict(case: Case) -> dict[str, Any]:
         "closed_at": _iso(case.closed_at),
         "opened_by": case.opened_by,
         "event_ids": list(case.event_ids),
+        "rule": case.rule or None,
+        "data": dict(case.data),
+        "owner": case.owner,
+        "config_version": case.config_version,
+        "deadline": _iso(case.deadline),
+        "revenue_at_risk": _money(case.revenue_at_risk),
+        "first_touched_at": _iso(case.first_touched_at),
+        "sla": sla_to_dict(case),
+        "escalations": list(case.escalations),
+    }
+
+
+def sla_to_dict(case: Case) -> dict[str, Any]:
+    """Each clock's due time, pauses and breach, and whether any clock breached."""
+    clocks = {name: clock.to_dict() for name, clock in case.clocks.items()}
+    return {
+        "clocks": clocks,
+        "breached": any(clock.breached for clock in case.clocks.values()),
+        "paused": any(clock.paused for clock in case.clocks.values()),
     }

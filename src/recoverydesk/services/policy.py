@@ -1,0 +1,392 @@
+"""A merchant's triage policy: rules, queues, members, SLA table and escalation path.
+
+Rules are written in CEL (the Common Expression Language, evaluated by the maintained
+``common-expression-language`` package): no ``eval``, no parser of our own. Each rule has a
+``name`` (it appears on the case timeline), a ``when`` condition and a ``then`` result. The
+variables a condition may use are ``case``, ``order``, ``event``, ``customer`` and
+``thresholds`` (see ``services.triage.rule_context``). Money in a condition is a number for
+comparison only; the desk stores and computes money as ``Decimal``.
+
+The defaults are the ones of TRIAGE.md; a merchant's file replaces any part it names.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+import cel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from recoverydesk.domain.cases import Category, ReasonCode
+from recoverydesk.domain.triage import LOSS_LIKELIHOOD, Classification, Priority
+from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC, CalendarSpec
+
+RULE_VARIABLES = frozenset({"case", "order", "event", "customer", "thresholds"})
+CODE = r"^[a-z][a-z0-9_]{0,59}$"
+Code = Annotated[str, Field(pattern=CODE)]
+
+
+def _must_be(value: str, allowed: set[str], where: str) -> None:
+    if value not in allowed:
+        shown = ", ".join(sorted(allowed)) or "(none defined)"
+        raise ValueError(f"{where}: {value!r} is not one of {shown}")
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} {name!r} is defined twice")
+        seen.add(name)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(Strict):
+    name: Code
+    when: str
+    then: str
+
+    @field_validator("when")
+    @classmethod
+    def _valid_cel(cls, text: str) -> str:
+        try:
+            program = cel.compile(text)
+        except ValueError as error:
+            first = str(error).splitlines()[0] if str(error) else "syntax error"
+            raise ValueError(f"not a valid CEL condition: {first}") from None
+        unknown = set(program.variables()) - RULE_VARIABLES
+        if unknown:
+            known = ", ".join(sorted(RULE_VARIABLES))
+            raise ValueError(f"unknown variable {sorted(unknown)[0]!r} (use {known})")
+        return text
+
+
+def _rule(name: str, when: str, then: str) -> Rule:
+    return Rule(name=name, when=when, then=then)
+
+
+_PRE = '["payment_failed", "fraud_hold", "address_invalid", "inventory_mismatch"]'
+
+DEFAULT_PRIORITY_RULES = (
+    _rule("high_value", "order.value >= thresholds.high_value", "P1"),
+    _rule(
+        "suspected_fraud",
+        'case.category == "fraud_hold" || case.hold_type == "fraud"'
+        " || (has(event.data.fraud_suspected) && event.data.fraud_suspected == true)",
+        "P1",
+    ),
+    _rule("vip_customer", 'customer.tier == "vip"', "P1"),
+    _rule(
+        "shipped_but_refund_requested",
+        'order.shipped && (case.category == "refund_request"'
+        ' || (case.category == "change_request" && event.type == "cancel.requested"))',
+        "P1",
+    ),
+    _rule(
+        "carrier_intercept_needed",
+        'order.shipped && !order.delivered && case.category == "change_request"',
+        "P1",
+    ),
+    _rule(
+        "ship_cutoff_within_2h",
+        "order.has_ship_by && !order.shipped && !order.cancelled && order.hours_to_ship_by < 2.0",
+        "P1",
+    ),
+    _rule(
+        "picked_waiting_for_warehouse",
+        'case.category in ["change_request", "wms_exception"]'
+        ' && order.fulfillment in ["picking", "packed"]',
+        "P2",
+    ),
+    _rule("address_fix", 'case.category == "address_invalid"', "P2"),
+    _rule("split_shipment", 'case.category == "split_shipment"', "P2"),
+    _rule("delivery_exception", 'case.category == "delivery_exception"', "P2"),
+    _rule(
+        "change_on_released_order",
+        'case.category == "change_request" && order.fulfillment == "released"',
+        "P2",
+    ),
+    _rule("chargeback_deadline", 'case.category == "chargeback"', "P2"),
+    _rule("drift_between_systems", 'case.category == "drift"', "P2"),
+)
+
+DEFAULT_CLASSIFICATION_RULES = (
+    _rule(
+        "confirmed_fraud",
+        'case.category == "fraud_hold" && has(event.data.fraud_confirmed)'
+        " && event.data.fraud_confirmed == true",
+        "must_cancel",
+    ),
+    _rule(
+        "payment_not_recovered",
+        'case.category == "payment_failed" && case.age_hours >= thresholds.payment_recovery_hours',
+        "must_cancel",
+    ),
+    _rule(
+        "discontinued_without_substitute",
+        'case.category == "inventory_mismatch" && has(event.data.discontinued)'
+        " && event.data.discontinued == true",
+        "must_cancel",
+    ),
+    _rule(
+        "options_for_the_customer",
+        'case.category in ["inventory_mismatch", "split_shipment", "change_request"]',
+        "needs_customer_decision",
+    ),
+    _rule(
+        "address_needs_confirmation",
+        'case.category == "address_invalid" && !has(event.data.suggestion)',
+        "needs_customer_decision",
+    ),
+    _rule(
+        "replacement_or_refund",
+        'case.category == "delivery_exception"'
+        ' && has(event.data.kind) && event.data.kind in ["damaged", "lost"]',
+        "needs_customer_decision",
+    ),
+)
+
+
+class Rules(Strict):
+    priority: tuple[Rule, ...] = DEFAULT_PRIORITY_RULES
+    priority_default: Priority = Priority.P3
+    classification: tuple[Rule, ...] = DEFAULT_CLASSIFICATION_RULES
+    classification_default: Classification = Classification.FIXABLE_NOW
+    routing: tuple[Rule, ...] = ()  # first match wins; else the queue that lists the category
+
+    @model_validator(mode="after")
+    def _results(self) -> Rules:
+        for index, rule in enumerate(self.priority):
+            _must_be(rule.then, {p.value for p in Priority}, f"priority.{index}.then")
+        for index, rule in enumerate(self.classification):
+            _must_be(rule.then, {c.value for c in Classification}, f"classification.{index}.then")
+        _unique([r.name for r in (*self.priority, *self.classification, *self.routing)], "rule")
+        return self
+
+
+class Assignment(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LOAD_BALANCED = "load_balanced"
+    NONE = "none"
+
+
+class Away(Strict):
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Away:
+        if self.end <= self.start:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+class Member(Strict):
+    name: Code
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    away: tuple[Away, ...] = ()
+
+
+class Queue(Strict):
+    name: Code
+    categories: tuple[Code, ...] = ()
+    members: tuple[Code, ...] = ()
+    assignment: Assignment = Assignment.ROUND_ROBIN
+    reassign_after_first_touch_breach: bool = True
+
+
+class FirstTouch(Strict):
+    P1: timedelta = timedelta(hours=1)
+    P2: timedelta = timedelta(hours=4)
+    P3: timedelta = timedelta(hours=24)
+
+    def target(self, priority: Priority) -> timedelta:
+        value: timedelta = getattr(self, priority.value)
+        return value
+
+
+class Deadline(StrEnum):
+    SHIP_BY = "ship_by"
+    PROMISED_BY = "promised_by"
+    DISPUTE_DUE = "dispute_due"
+
+
+class QueueSla(Strict):
+    first_touch: FirstTouch = FirstTouch()
+    resolution_within: timedelta | None = None  # business time, pauses while waiting
+    deadline: Deadline | None = None  # the operational clock (never pauses)
+    deadline_margin: timedelta = timedelta(0)  # due this long before the deadline
+
+
+def _flat(hours: int) -> FirstTouch:
+    span = timedelta(hours=hours)
+    return FirstTouch(P1=span, P2=span, P3=span)
+
+
+DEFAULT_QUEUES = (
+    Queue(
+        name="pre_fulfilment",
+        categories=(
+            "payment_failed",
+            "fraud_hold",
+            "address_invalid",
+            "inventory_mismatch",
+            "split_shipment",
+            "late_shipment_risk",
+            "wms_exception",
+        ),
+    ),
+    Queue(name="cancel_edit", categories=("change_request",)),
+    Queue(name="delivery", categories=("delivery_exception",)),
+    Queue(name="refunds", categories=("refund_request", "concession_request")),
+    Queue(name="chargebacks", categories=("chargeback",)),
+    Queue(name="drift", categories=("drift",)),
+)
+
+DEFAULT_SLA: dict[str, QueueSla] = {
+    "pre_fulfilment": QueueSla(deadline=Deadline.SHIP_BY),
+    "cancel_edit": QueueSla(deadline=Deadline.SHIP_BY),
+    "delivery": QueueSla(first_touch=_flat(4), resolution_within=timedelta(hours=8)),
+    "refunds": QueueSla(first_touch=_flat(24), resolution_within=timedelta(days=2)),
+    "chargebacks": QueueSla(
+        first_touch=_flat(24), deadline=Deadline.DISPUTE_DUE, deadline_margin=timedelta(days=2)
+    ),
+    "drift": QueueSla(first_touch=_flat(24), resolution_within=timedelta(days=1)),
+}
+
+
+class Contact(Strict):
+    name: str
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    chat_webhook: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+
+
+class Escalation(Strict):
+    ops_lead: Contact = Contact(name="ops_lead")
+    owners: dict[Code, Contact] = Field(
+        default_factory=lambda: {
+            "warehouse": Contact(name="warehouse"),
+            "finance": Contact(name="finance"),
+            "fraud": Contact(name="fraud"),
+        }
+    )
+    category_owner: dict[Code, Code] = Field(
+        default_factory=lambda: {
+            "payment_failed": "finance",
+            "refund_request": "finance",
+            "concession_request": "finance",
+            "chargeback": "finance",
+            "fraud_hold": "fraud",
+            "inventory_mismatch": "warehouse",
+            "split_shipment": "warehouse",
+            "late_shipment_risk": "warehouse",
+            "wms_exception": "warehouse",
+            "change_request": "warehouse",
+            "address_invalid": "warehouse",
+            "delivery_exception": "warehouse",
+            "drift": "finance",
+        }
+    )
+    chat_webhook: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+
+    @model_validator(mode="after")
+    def _owners_exist(self) -> Escalation:
+        for category, owner in self.category_owner.items():
+            if owner not in self.owners:
+                raise ValueError(f"category_owner.{category}: no owner named {owner!r} in owners")
+        return self
+
+
+class Marketplace(Strict):
+    channels: tuple[str, ...] = ("amazon",)
+    reply_within: timedelta = timedelta(hours=24)
+
+
+class DriftLimits(Strict):
+    hold_older_than: dict[str, timedelta] = Field(
+        default_factory=lambda: {"default": timedelta(hours=48), "fraud": timedelta(hours=24)}
+    )
+    stopship_ack_within: timedelta = timedelta(hours=2)
+    refund_after_cancel_within: timedelta = timedelta(hours=24)
+
+
+class Thresholds(Strict):
+    high_value: Annotated[Decimal, Field(ge=0, max_digits=18)] = Decimal("500")
+    payment_recovery_hours: Annotated[int, Field(ge=1, le=24 * 60)] = 72
+
+
+class CategorySpec(Strict):
+    code: Code
+    phase: Annotated[str, Field(pattern=r"^(pre-fulfilment|post-fulfilment|any)$")] = "any"
+    loss_likelihood: Annotated[Decimal, Field(ge=0, le=1)] = Decimal("0.50")
+
+
+class Taxonomy(Strict):
+    categories: tuple[CategorySpec, ...] = ()  # new categories, or new likelihoods for known ones
+    reason_codes: tuple[Code, ...] = ()
+
+    def loss_likelihood(self) -> dict[str, Decimal]:
+        table = {str(k): v for k, v in LOSS_LIKELIHOOD.items()}
+        table.update({spec.code: spec.loss_likelihood for spec in self.categories})
+        return table
+
+    def category_codes(self) -> set[str]:
+        return {c.value for c in Category} | {spec.code for spec in self.categories}
+
+    def reason_code_set(self) -> set[str]:
+        return {r.value for r in ReasonCode} | set(self.reason_codes)
+
+
+class Policy(Strict):
+    """The triage part of a merchant's configuration file, with TRIAGE.md's defaults."""
+
+    thresholds: Thresholds = Thresholds()
+    taxonomy: Taxonomy = Taxonomy()
+    rules: Rules = Rules()
+    members: tuple[Member, ...] = ()
+    queues: tuple[Queue, ...] = DEFAULT_QUEUES
+    sla: dict[Code, QueueSla] = Field(default_factory=lambda: dict(DEFAULT_SLA))
+    calendar: CalendarSpec = DEFAULT_CALENDAR_SPEC
+    escalation: Escalation = Escalation()
+    marketplace: Marketplace = Marketplace()
+    drift: DriftLimits = DriftLimits()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        _unique([q.name for q in self.queues], "queue")
+        _unique([m.name for m in self.members], "member")
+        names = {q.name for q in self.queues}
+        members = {m.name for m in self.members}
+        codes = self.taxonomy.category_codes()
+        for queue in self.queues:
+            for member in queue.members:
+                _must_be(member, members, f"queues.{queue.name}.members")
+            for category in queue.categories:
+                _must_be(category, codes, f"queues.{queue.name}.categories")
+        for index, rule in enumerate(self.rules.routing):
+            _must_be(rule.then, names, f"rules.routing.{index}.then")
+        for queue_name in self.sla:
+            _must_be(queue_name, names, "sla")
+        return self
+
+    def queue_for(self, category: str) -> str:
+        for queue in self.queues:
+            if category in queue.categories:
+                return queue.name
+        return self.queues[0].name if self.queues else "default"
+
+    def queue(self, name: str) -> Queue | None:
+        return next((q for q in self.queues if q.name == name), None)
+
+    def sla_for(self, queue: str) -> QueueSla:
+        return self.sla.get(queue) or QueueSla()
+
+
+def dump(policy: Policy) -> dict[str, Any]:
+    return policy.model_dump(mode="json", by_alias=True)
