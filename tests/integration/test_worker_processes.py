@@ -277,7 +277,7 @@ def test_a_job_whose_worker_is_killed_mid_job_is_rerun_once_by_another_worker(
             "WHERE order_ref = %s AND category = 'late_shipment_risk'",
             [ref],
         )
-        assert [(status, opened_by) for _, status, opened_by in late] == [("new", missed)]
+        assert [(status, opened_by) for _, status, opened_by in late] == [("triaged", missed)]
         assert query(pg_url, "SELECT count(*) FROM cases") == [(1,)]
         assert query(
             pg_url,

@@ -8,6 +8,8 @@ clocks; ``stage_timers`` asks for a timer at every stage a running clock has not
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +21,7 @@ import structlog
 
 from recoverydesk.domain.calendar import BusinessCalendar
 from recoverydesk.domain.cases import Case, CaseStatus
-from recoverydesk.domain.events import CanonicalEvent
+from recoverydesk.domain.events import CanonicalEvent, EventType
 from recoverydesk.domain.orders import FulfillmentStatus, OrderView
 from recoverydesk.domain.sla import ClockName, SlaClock, Stage
 from recoverydesk.domain.triage import (
@@ -315,19 +317,20 @@ def _any(results: Any) -> bool:
     return any(list(results))
 
 
-_COMPILED: dict[tuple[int, int], Triage] = {}
+_COMPILED: dict[str, Triage] = {}
 
 
 def triage_for(uow: UnitOfWork, merchant: Merchant) -> Triage:
-    """The merchant's policy at its current configuration version (compiled once per version)."""
-    key = (merchant.id, merchant.config_version)
+    """The merchant's policy at its current configuration version, compiled once per content
+    (one process may serve several databases: tests, replays)."""
+    from recoverydesk.services.merchants import settings_from_stored
+
+    stored = uow.merchants.config(merchant.id, merchant.config_version or None)
+    version = merchant.config_version or None
+    key = hashlib.sha256(json.dumps([version, stored], sort_keys=True).encode()).hexdigest()
     found = _COMPILED.get(key)
     if found is None:
-        from recoverydesk.services.merchants import settings_from_stored
-
-        stored = uow.merchants.config(merchant.id, merchant.config_version or None)
-        settings = settings_from_stored(stored)
-        found = Triage(settings, merchant.config_version or None)
+        found = Triage(settings_from_stored(stored), version)
         if len(_COMPILED) > 256:
             _COMPILED.clear()
         _COMPILED[key] = found
@@ -351,6 +354,7 @@ def run_triage(
     for case in cases:
         order = orders.get(case.order_ref) or OrderView(ref=case.order_ref)
         if case.is_open:
+            _customer_answered(case, events, now)
             event = next((events[i] for i in reversed(case.event_ids) if i in events), None)
             decision = triage.decide(case, order, event, now)
             apply_decision(case, decision, at=now, version=triage.version)
@@ -359,6 +363,21 @@ def run_triage(
             case.dirty = True
             clocked.append(case)
     return clocked
+
+
+def _customer_answered(case: Case, events: Mapping[str, CanonicalEvent], now: datetime) -> None:
+    """A reply from the customer moves a case that waits on them back to work (clocks resume)."""
+    if case.status is not CaseStatus.WAITING_CUSTOMER:
+        return
+    replied = [
+        events[i]
+        for i in case.event_ids
+        if i in events and events[i].type is EventType.CUSTOMER_REPLIED
+    ]
+    if replied:
+        case.move_to(
+            CaseStatus.IN_PROGRESS, at=now, actor="customer", note=f"replied ({replied[-1].id})"
+        )
 
 
 def _assign(

@@ -10,12 +10,13 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import InvalidEvent, NotFound, PayloadTooLarge, Unauthorized
 from recoverydesk.persistence.case_store import CaseFilter
 from recoverydesk.services.canonical import parse_event
+from recoverydesk.services.casework import CaseAction, DeskAction, act_on_case
 from recoverydesk.services.merchants import Role, authenticate
 from recoverydesk.services.ports import IncomingEvent, Merchant
 from recoverydesk.services.views import case_detail, case_to_dict, order_to_dict
@@ -126,7 +127,9 @@ def list_cases(
     priority: str | None = None,
     category: str | None = None,
     order: str | None = None,
+    owner: str | None = None,
     state: Literal["open", "all"] = "all",
+    sort: Literal["priority", "opened"] = "priority",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
@@ -137,6 +140,8 @@ def list_cases(
         category=category,
         order_ref=order,
         open_only=state == "open",
+        owner=owner,
+        sort=sort,
         limit=limit,
         offset=offset,
     )
@@ -156,6 +161,38 @@ def get_case(request: Request, who: Authorized, case_id: int) -> dict[str, Any]:
         case = uow.cases.get(who.merchant_id, case_id)
         if case is None:
             raise NotFound(f"no case {case_id}", code="case_not_found")
+        timeline = uow.cases.timeline(who.merchant_id, case_id)
+    return case_detail(case, timeline)
+
+
+class ActionBody(BaseModel):
+    """A desk action on a case. ``assign`` takes ``owner`` (null to unassign)."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: DeskAction
+    note: Annotated[str, Field(max_length=4000)] | None = None
+    owner: Annotated[str, Field(max_length=60)] | None = None
+    actor: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+@router.post("/cases/{case_id}/actions", tags=["cases"], summary="Act on a case")
+def post_case_action(
+    request: Request, who: Authorized, case_id: int, body: ActionBody
+) -> dict[str, Any]:
+    desk = _desk(request)
+    merchant = who.as_merchant(desk)
+    command = CaseAction(
+        action=body.action,
+        actor=body.actor or f"{who.role.value}@{who.merchant}",
+        note=body.note,
+        owner=body.owner,
+    )
+    with desk.uow() as uow:
+        act_on_case(uow, merchant=merchant, case_id=case_id, command=command, now=desk.clock.now())
+        uow.commit()
+    with desk.reader() as uow:
+        case = uow.cases.get(who.merchant_id, case_id)
+        assert case is not None
         timeline = uow.cases.timeline(who.merchant_id, case_id)
     return case_detail(case, timeline)
 

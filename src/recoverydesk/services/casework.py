@@ -1,0 +1,73 @@
+"""What people do on a case from the desk: acknowledge, note, assign, wait on someone, resume.
+
+Each action is one unit of work: the case changes, its timeline rows, its clocks (the first
+touch stops the first-touch clock; waiting on the customer pauses the SLA clocks, never the
+operational one) and the timers for the clocks' next stages are written together.
+Actions in the merchant's own systems (void, refund, release a hold ...) come with connectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from recoverydesk.domain.cases import Case, CaseStatus
+from recoverydesk.domain.errors import InvalidInput, InvalidTransition, NotFound
+from recoverydesk.domain.orders import OrderView
+from recoverydesk.services.ports import Merchant, UnitOfWork
+from recoverydesk.services.triage import stage_timers, triage_for
+
+
+class DeskAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    NOTE = "note"
+    ASSIGN = "assign"
+    WAIT_CUSTOMER = "wait_customer"
+    WAIT_PARTNER = "wait_partner"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseAction:
+    action: DeskAction
+    actor: str
+    note: str | None = None
+    owner: str | None = None
+
+
+def act_on_case(
+    uow: UnitOfWork, *, merchant: Merchant, case_id: int, command: CaseAction, now: datetime
+) -> Case:
+    case = uow.cases.lock(merchant.id, case_id)
+    if case is None:
+        raise NotFound(f"no case {case_id}", code="case_not_found")
+    if not case.is_open:
+        raise InvalidTransition(f"case {case_id} is {case.status.value}: reopen it first")
+    triage = triage_for(uow, merchant)
+    _apply(case, command, now, set(triage.members()))
+    order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
+    triage.keep_clocks(case, order, now)
+    uow.cases.save(merchant.id, [case])
+    uow.jobs.enqueue(stage_timers(merchant.id, case, triage.calendar), now=now)
+    return case
+
+
+def _apply(case: Case, command: CaseAction, now: datetime, members: set[str]) -> None:
+    actor = command.actor
+    if command.action is DeskAction.ASSIGN:
+        if command.owner is not None and command.owner not in members:
+            known = ", ".join(sorted(members)) or "none configured"
+            raise InvalidInput(f"no member {command.owner!r} (members: {known})")
+        case.assign(command.owner, at=now, actor=actor, reason="assigned by hand")
+        return
+    case.touch(at=now, actor=actor)
+    if command.note:
+        case.record(now, "note", actor, {"text": command.note})
+    target = {
+        DeskAction.WAIT_CUSTOMER: CaseStatus.WAITING_CUSTOMER,
+        DeskAction.WAIT_PARTNER: CaseStatus.WAITING_PARTNER,
+        DeskAction.RESUME: CaseStatus.IN_PROGRESS,
+    }.get(command.action)
+    if target is not None and case.status is not target:
+        case.move_to(target, at=now, actor=actor, note=command.note or "")
