@@ -18,12 +18,7 @@ from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.casework import CaseAction, DeskAction, act_on_case
 from recoverydesk.services.clock import SimulatedClock
 from recoverydesk.services.ports import IncomingEvent, Merchant
-from tests.integration.test_notify import (  # noqa: F401 (fixtures)
-    ChatReceiver,
-    SmtpServer,
-    chat_receiver,
-    smtp_server,
-)
+from tests.integration.test_notify import ChatReceiver, SmtpServer
 
 MONDAY_0900Z = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 
@@ -79,7 +74,7 @@ def desk(
     db_url: str,
     tmp_path: Path,
     smtp_server: SmtpServer,
-    chat_receiver: ChatReceiver,  # noqa: F811
+    chat_receiver: ChatReceiver,
 ) -> Iterator[tuple[Desk, SimulatedClock, Merchant]]:
     clock = SimulatedClock(MONDAY_0900Z)
     settings = Settings(database_url=db_url, smtp_host="127.0.0.1", smtp_port=smtp_server.port)
@@ -121,8 +116,8 @@ def run_until(desk: Desk, clock: SimulatedClock, moment: datetime) -> None:
 
 def test_a_p1_case_is_assigned_warned_breached_reassigned_and_escalated_once_each(
     desk: tuple[Desk, SimulatedClock, Merchant],
-    smtp_server: SmtpServer,  # noqa: F811
-    chat_receiver: ChatReceiver,  # noqa: F811
+    smtp_server: SmtpServer,
+    chat_receiver: ChatReceiver,
 ) -> None:
     app, clock, merchant = desk
     # given a 600 EUR order whose payment failed on Monday 10:00 Berlin time
@@ -168,7 +163,7 @@ def test_a_p1_case_is_assigned_warned_breached_reassigned_and_escalated_once_eac
 
 def test_waiting_on_the_customer_pauses_the_sla_clock_and_the_reply_resumes_it(
     desk: tuple[Desk, SimulatedClock, Merchant],
-    smtp_server: SmtpServer,  # noqa: F811
+    smtp_server: SmtpServer,
 ) -> None:
     app, clock, merchant = desk
     # given an invalid address on a 600 EUR order (P1: first touch within one business hour)

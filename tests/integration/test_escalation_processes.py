@@ -10,12 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_notify import (  # noqa: F401 (fixtures)
-    ChatReceiver,
-    SmtpServer,
-    chat_receiver,
-    smtp_server,
-)
+from tests.integration.test_notify import ChatReceiver, SmtpServer
 from tests.integration.test_worker_processes import (
     MERCHANT,
     cli,
@@ -54,8 +49,8 @@ sla:
 def test_an_escalation_whose_worker_is_killed_mid_run_fires_and_notifies_once(
     pg_url: str,
     tmp_path: Path,
-    smtp_server: SmtpServer,  # noqa: F811
-    chat_receiver: ChatReceiver,  # noqa: F811
+    smtp_server: SmtpServer,
+    chat_receiver: ChatReceiver,
 ) -> None:
     # given: a merchant whose ops lead and finance owner get email, and a chat channel
     config = tmp_path / "acme.yaml"
