@@ -251,3 +251,58 @@ def test_no_input_makes_the_api_fail_with_a_500(live: LiveDesk, body: Any) -> No
     assert answer.status_code < 500
     if answer.status_code >= 400:
         assert set(answer.json()["error"]) == {"code", "message"}
+
+
+def test_a_queue_lists_in_priority_order_and_an_agent_acts_on_a_case(live: LiveDesk) -> None:
+    # given a merchant's token and three exceptions: a low-value failed payment (P3),
+    # an invalid address (P2) and a VIP's failed payment (P1)
+    token = live.token("acme")
+    low = {**PLACED, "id": "shopify:2", "order": {"ref": "2002", "value": "20.00"}}
+    with live.client(token) as http:
+        batch = [
+            PLACED,
+            low,
+            event("psp:1", "payment.failed", "2026-11-20T10:01:00Z", ref="2002"),
+            event("carrier:1", "address.invalid", "2026-11-20T10:02:00Z", ref="2002"),
+            event("psp:2", "payment.failed", "2026-11-20T10:03:00Z"),
+        ]
+        assert http.post("/api/v1/events", json=batch).status_code == 200
+        # when the lead lists the pre-fulfilment queue
+        page = http.get("/api/v1/cases", params={"queue": "pre_fulfilment", "state": "open"})
+        # then the P1 comes first, then the P2, then the P3
+        listed = [(c["order_ref"], c["category"], c["priority"]) for c in page.json()["cases"]]
+        assert listed == [
+            ("1001", "payment_failed", "P1"),
+            ("2002", "address_invalid", "P2"),
+            ("2002", "payment_failed", "P3"),
+        ]
+        first = page.json()["cases"][0]
+        assert first["sla"]["clocks"]["first_touch"]["due_at"] is not None
+        case_id = first["id"]
+        # when an agent acknowledges it with a note, then waits on the customer
+        done = http.post(
+            f"/api/v1/cases/{case_id}/actions", json={"action": "acknowledge", "note": "on it"}
+        )
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "in_progress"
+        assert done.json()["sla"]["clocks"]["first_touch"]["stopped_at"] is not None
+        waiting = http.post(f"/api/v1/cases/{case_id}/actions", json={"action": "wait_customer"})
+        # then the case waits on the customer
+        assert waiting.json()["status"] == "waiting_customer"
+        kinds = [row["kind"] for row in waiting.json()["timeline"]]
+        assert {"first_touch", "note", "status_changed"} <= set(kinds)
+        # and bad actions get clear errors in the contract's shape, never a 500
+        wrong = http.post(f"/api/v1/cases/{case_id}/actions", json={"action": "explode"})
+        assert wrong.status_code == 422
+        assert "error" in wrong.json()
+        nobody = http.post(
+            f"/api/v1/cases/{case_id}/actions", json={"action": "assign", "owner": "zed"}
+        )
+        assert nobody.status_code == 422
+        assert "zed" in nobody.json()["error"]["message"]
+        missing = http.post("/api/v1/cases/999999/actions", json={"action": "acknowledge"})
+        assert missing.status_code == 404
+    # and another merchant's token cannot act on the case
+    with live.client(live.token("globex")) as other:
+        stranger = other.post(f"/api/v1/cases/{case_id}/actions", json={"action": "acknowledge"})
+        assert stranger.status_code == 404

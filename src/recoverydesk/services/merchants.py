@@ -93,9 +93,24 @@ def parse_settings(content: str, source: str) -> MerchantSettings:
         return MerchantSettings.model_validate(document)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        line = _line_of(tree, first["loc"])
-        raise InvalidConfig(f"{source}:{line}: {field}: {first['msg']}") from None
+        loc, message = _where(first["loc"], first["msg"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(tree, loc)
+        raise InvalidConfig(f"{source}:{line}: {field}: {message}") from None
+
+
+_PATH_IN_MESSAGE = re.compile(
+    r"^(?:Value error, )?([a-z_][a-z0-9_]*(?:\.[a-z0-9_]+)*): (.*)$", re.S
+)
+
+
+def _where(loc: tuple[int | str, ...], message: str) -> tuple[tuple[int | str, ...], str]:
+    """A whole-file check names the field at the start of its message: use it as the place."""
+    found = _PATH_IN_MESSAGE.match(message)
+    if found is None:
+        return loc, message.removeprefix("Value error, ")
+    parts = tuple(int(p) if p.isdigit() else p for p in found.group(1).split("."))
+    return (*loc, *parts), found.group(2)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
@@ -108,15 +123,27 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
                 if key.value == part:
                     child = key if value is None else value
                     line = key.start_mark.line + 1
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            child = node.value[part]
-            line = child.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            child = _item(node, part)
+            if child is not None:
+                line = child.start_mark.line + 1
         if child is None:
             break
         node = child
     return line
+
+
+def _item(node: yaml.SequenceNode, part: int | str) -> yaml.Node | None:
+    """A list item by index, or the mapping item whose ``name`` is ``part`` (queues, members)."""
+    if isinstance(part, int):
+        return node.value[part] if part < len(node.value) else None
+    for item in node.value:
+        if isinstance(item, yaml.MappingNode) and any(
+            key.value == "name" and getattr(value, "value", None) == part
+            for key, value in item.value
+        ):
+            return item
+    return None
 
 
 def add_merchant(
