@@ -246,3 +246,74 @@ def test_replay_refuses_an_invalid_stream(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "line 7" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+BACKTEST = [
+    ev(
+        f"o{n}",
+        "order.placed",
+        f"2026-11-23T0{n}:00:00Z",
+        ref=f"B{n}",
+        order={"value": value, "currency": "USD", "channel": channel},
+    )
+    for n, value, channel in ((1, "40.00", "web"), (2, "45.00", "amazon"), (3, "900.00", "web"))
+] + [
+    ev(f"f{n}", "payment.failed", f"2026-11-23T0{n}:05:00Z", ref=f"B{n}") for n in (1, 2, 3)
+] + [ev("late", "ticket.created", "2026-11-24T12:00:00Z", ref="B9")]
+
+STRICT = """
+merchant: replay
+calendar: {time_zone: UTC, hours: {mon: ["00:00-24:00"], tue: ["00:00-24:00"]}}
+rules:
+  priority:
+    - {name: marketplace_order, when: 'order.channel == "amazon"', then: P1}
+queues:
+  - {name: payments, categories: [payment_failed]}
+sla:
+  payments: {first_touch: {P1: PT15M, P2: PT1H, P3: PT2H}}
+"""
+
+LENIENT = """
+merchant: replay
+calendar: {time_zone: UTC, hours: {mon: ["00:00-24:00"], tue: ["00:00-24:00"]}}
+queues:
+  - {name: payments, categories: [payment_failed]}
+sla:
+  payments: {first_touch: {P1: PT4H, P2: PT8H, P3: PT48H}}
+"""
+
+
+def test_replay_under_two_configurations_compares_priorities_and_sla_attainment(
+    tmp_path: Path,
+) -> None:
+    # given one stream of three failed payments nobody touches, and two candidate configurations
+    path = write_jsonl(tmp_path / "events.jsonl", BACKTEST)
+    outcomes = {}
+    for name, text in (("strict", STRICT), ("lenient", LENIENT)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(text)
+        # when the stream is replayed under each
+        out = tmp_path / name
+        result = run(["replay", str(path), "--config", str(config), "--out", str(out)], tmp_path)
+        assert result.returncode == 0, result.stderr
+        cases = json.loads((out / "cases.json").read_text())
+        sla = json.loads((out / "sla.json").read_text())["replay"]["payments"]
+        outcomes[name] = (
+            {c["order_ref"]: (c["priority"], c["queue"], c["config_version"]) for c in cases},
+            sla["clocks"]["first_touch"],
+            sla["escalations"],
+        )
+    # then the strict file's own rule makes the marketplace order P1, the lenient one does not
+    assert outcomes["strict"][0] == {
+        "B1": ("P3", "payments", 1),
+        "B2": ("P1", "payments", 1),
+        "B3": ("P1", "payments", 1),
+    }
+    assert outcomes["lenient"][0]["B2"] == ("P3", "payments", 1)
+    # and under the strict SLA every first touch is breached, under the lenient one only the
+    # high-value order's (P1, 4 h) is; the escalations show the same, plus, under both, the
+    # marketplace order's 24-hour reply clock (wall time: warned at 18 h, breached at 24 h)
+    assert outcomes["strict"][1] == {"started": 3, "breached": 3, "attainment": 0.0}
+    assert outcomes["lenient"][1] == {"started": 3, "breached": 1, "attainment": 0.6667}
+    assert outcomes["strict"][2] == {"warning": 4, "breach": 4, "escalation": 3}
+    assert outcomes["lenient"][2] == {"warning": 2, "breach": 2, "escalation": 1}

@@ -11,7 +11,7 @@ business hours. Every clock passes three stages: a warning at 75% of its budget,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -41,13 +41,24 @@ class BusinessTime(Protocol):
 
 
 class WallTime:
-    """Plain elapsed time: clocks that ignore business hours."""
+    """Plain elapsed time: clocks that ignore business hours.
+
+    Counted in UTC (and answered in UTC, like a business calendar): Python's arithmetic on two
+    times of the same zone is wall-clock arithmetic, which would make "24 hours" 25 real hours
+    across a fall-back night.
+    """
 
     def add(self, start: datetime, duration: timedelta) -> datetime:
-        return start + duration
+        return _utc(start) + duration
 
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
-        return max(end - start, timedelta(0))
+        return max(_utc(end) - _utc(start), timedelta(0))
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: SLA clocks only handle timezone-aware times")
+    return moment.astimezone(UTC)
 
 
 WALL = WallTime()
@@ -154,10 +165,10 @@ class SlaClock:
         return {
             "name": self.name.value,
             "started_at": self.started_at.isoformat(),
-            "target_seconds": int(self.target.total_seconds()),
+            "target_seconds": _seconds(self.target),
             "business": self.business,
             "pausable": self.pausable,
-            "consumed_seconds": int(self.consumed.total_seconds()),
+            "consumed_seconds": _seconds(self.consumed),
             "running_since": _iso(self.running_since),
             "stopped_at": _iso(self.stopped_at),
             "pauses": [[_iso(start), _iso(end)] for start, end in self.pauses],
@@ -181,6 +192,13 @@ class SlaClock:
             fired={stage: _time(at) for stage, at in body.get("fired", {}).items()},
             due_at=_maybe(body.get("due_at")),
         )
+
+
+def _seconds(span: timedelta) -> int | float:
+    """Whole seconds as an int; a fraction (clocks run from real ``now``s) kept to the
+    microsecond, so a stored clock comes back with the same breach moment."""
+    seconds = span.total_seconds()
+    return int(seconds) if seconds.is_integer() else seconds
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -110,8 +110,9 @@ def _merchants(desk: Desk, items: list[IncomingEvent], config: Path | None) -> d
     found: dict[str, Merchant] = {}
     with desk.uow() as uow:
         for name in sorted({_name(item) for item in items}):
-            found[name] = merchant_admin.add_merchant(
-                uow, clock=desk.clock, name=name, config=config
-            )
+            merchant_admin.add_merchant(uow, clock=desk.clock, name=name, config=config)
         uow.commit()
+    with desk.reader() as uow:  # read back: the configuration's version is now set
+        for name in sorted({_name(item) for item in items}):
+            found[name] = merchant_admin.require_merchant(uow, name)
     return found

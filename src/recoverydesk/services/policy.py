@@ -35,12 +35,18 @@ def _must_be(value: str, allowed: set[str], where: str) -> None:
         raise ValueError(f"{where}: {value!r} is not one of {shown}")
 
 
-def _unique(names: list[str], what: str) -> None:
+def _unique(named: list[tuple[str, str]], what: str) -> None:
+    """Refuse a name given twice; the message starts with the path of the second one, so a
+    file's error points at its line."""
     seen: set[str] = set()
-    for name in names:
+    for path, name in named:
         if name in seen:
-            raise ValueError(f"{what} {name!r} is defined twice")
+            raise ValueError(f"{path}: {what} {name!r} is defined twice")
         seen.add(name)
+
+
+def _paths(part: str, items: tuple[Any, ...]) -> list[tuple[str, str]]:
+    return [(f"{part}.{index}.name", item.name) for index, item in enumerate(items)]
 
 
 class Strict(BaseModel):
@@ -159,6 +165,21 @@ class Rules(Strict):
     classification: tuple[Rule, ...] = DEFAULT_CLASSIFICATION_RULES
     classification_default: Classification = Classification.FIXABLE_NOW
     routing: tuple[Rule, ...] = ()  # first match wins; else the queue that lists the category
+    # A merchant's own priority and classification rules come first, then the defaults (those
+    # of the same name are replaced); ``include_defaults: false`` keeps only the merchant's own.
+    include_defaults: bool = True
+
+    def effective_priority(self) -> tuple[Rule, ...]:
+        return self._with_defaults(self.priority, DEFAULT_PRIORITY_RULES)
+
+    def effective_classification(self) -> tuple[Rule, ...]:
+        return self._with_defaults(self.classification, DEFAULT_CLASSIFICATION_RULES)
+
+    def _with_defaults(self, own: tuple[Rule, ...], defaults: tuple[Rule, ...]) -> tuple[Rule, ...]:
+        if not self.include_defaults:
+            return own
+        names = {rule.name for rule in own}
+        return own + tuple(rule for rule in defaults if rule.name not in names)
 
     @model_validator(mode="after")
     def _results(self) -> Rules:
@@ -166,7 +187,8 @@ class Rules(Strict):
             _must_be(rule.then, {p.value for p in Priority}, f"priority.{index}.then")
         for index, rule in enumerate(self.classification):
             _must_be(rule.then, {c.value for c in Classification}, f"classification.{index}.then")
-        _unique([r.name for r in (*self.priority, *self.classification, *self.routing)], "rule")
+        parts = ("priority", "classification", "routing")
+        _unique([pair for part in parts for pair in _paths(part, getattr(self, part))], "rule")
         return self
 
 
@@ -357,10 +379,23 @@ class Policy(Strict):
     marketplace: Marketplace = Marketplace()
     drift: DriftLimits = DriftLimits()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sla_of_own_queues(cls, data: Any) -> Any:
+        """Own queues without an ``sla`` section keep the default SLA of the queues they still
+        have (not an error about default entries for queues the file dropped)."""
+        if not isinstance(data, dict) or "sla" in data:
+            return data
+        queues = data.get("queues")
+        if not isinstance(queues, list | tuple):
+            return data
+        names = {q.get("name") if isinstance(q, dict) else getattr(q, "name", None) for q in queues}
+        return {**data, "sla": {name: sla for name, sla in DEFAULT_SLA.items() if name in names}}
+
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
-        _unique([q.name for q in self.queues], "queue")
-        _unique([m.name for m in self.members], "member")
+        _unique(_paths("queues", self.queues), "queue")
+        _unique(_paths("members", self.members), "member")
         names = {q.name for q in self.queues}
         members = {m.name for m in self.members}
         codes = self.taxonomy.category_codes()

@@ -64,8 +64,8 @@ class Triage:
     def __init__(self, policy: Policy, version: int | None) -> None:
         self.policy, self.version = policy, version
         self.calendar: BusinessCalendar = build_calendar(policy.calendar)
-        self._priority = _compile(policy.rules.priority)
-        self._classification = _compile(policy.rules.classification)
+        self._priority = _compile(policy.rules.effective_priority())
+        self._classification = _compile(policy.rules.effective_classification())
         self._routing = _compile(policy.rules.routing)
         self._likelihood = policy.taxonomy.loss_likelihood()
 
