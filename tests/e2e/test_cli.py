@@ -248,18 +248,20 @@ def test_replay_refuses_an_invalid_stream(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-BACKTEST = [
-    ev(
-        f"o{n}",
-        "order.placed",
-        f"2026-11-23T0{n}:00:00Z",
-        ref=f"B{n}",
-        order={"value": value, "currency": "USD", "channel": channel},
-    )
-    for n, value, channel in ((1, "40.00", "web"), (2, "45.00", "amazon"), (3, "900.00", "web"))
-] + [
-    ev(f"f{n}", "payment.failed", f"2026-11-23T0{n}:05:00Z", ref=f"B{n}") for n in (1, 2, 3)
-] + [ev("late", "ticket.created", "2026-11-24T12:00:00Z", ref="B9")]
+BACKTEST = (
+    [
+        ev(
+            f"o{n}",
+            "order.placed",
+            f"2026-11-23T0{n}:00:00Z",
+            ref=f"B{n}",
+            order={"value": value, "currency": "USD", "channel": channel},
+        )
+        for n, value, channel in ((1, "40.00", "web"), (2, "45.00", "amazon"), (3, "900.00", "web"))
+    ]
+    + [ev(f"f{n}", "payment.failed", f"2026-11-23T0{n}:05:00Z", ref=f"B{n}") for n in (1, 2, 3)]
+    + [ev("late", "ticket.created", "2026-11-24T12:00:00Z", ref="B9")]
+)
 
 STRICT = """
 merchant: replay

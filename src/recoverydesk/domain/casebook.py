@@ -4,6 +4,10 @@ Every opening event opens a case of its category, or joins the one already open;
 event closes the open cases it confirms. Because openers and closers never depend on arrival
 order, folding an order's events in ``sort_key`` order gives the same cases whatever order they
 arrived in; ``sync_cases`` then brings the stored cases in line with the fold.
+
+Drift rules (``domain.drift``) run in the same fold, after each event is applied to the order:
+a rule opens a ``drift`` case when the event makes its contradiction start to hold, and closes it
+when the contradiction is resolved. Open drift cases are keyed by rule as well as category.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from recoverydesk.domain import drift
 from recoverydesk.domain.cases import (
     PRE_FULFILMENT,
+    SOURCE,
     Case,
     Category,
     Outcome,
@@ -45,6 +51,8 @@ _OPENS: dict[EventType, Category] = {
 
 _SHIPPING_CLOSES = PRE_FULFILMENT - {Category.CHANGE_REQUEST}
 
+Stamp = tuple[str, str, datetime]  # an event on an episode: id, type, when it happened
+
 
 @dataclass(frozen=True, slots=True)
 class Closure:
@@ -69,7 +77,7 @@ class Episode:
     hold_type: str | None = None
     rule: str = ""  # drift rule of a drift episode
     data: dict[str, Any] = field(default_factory=dict)
-    events: list[tuple[str, str, datetime]] = field(default_factory=list)
+    events: list[Stamp] = field(default_factory=list)
     outcome: Outcome | None = None
     reason_code: ReasonCode | None = None
     closed_at: datetime | None = None
@@ -148,10 +156,22 @@ def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> No
             if closure.confirms(episode):
                 episode.events.append(stamp)
                 episode.close(closure, event)
+    standing = drift.standing(order)
     order.apply(event)
+    _open_or_join(order, episodes, event, stamp)
+    _settle_drift(order, episodes, event, stamp)
+    _detect_drift(order, episodes, event, stamp, standing)
+
+
+def _open_or_join(
+    order: OrderView, episodes: list[Episode], event: CanonicalEvent, stamp: Stamp
+) -> None:
+    """Open a case of the event's category, or join the open one; every other open case of the
+    order takes the event too. Open cases are keyed by category and rule: several drift rules
+    can be open on one order, every other category has one open case at a time."""
     category = opening_category(event)
-    current = {ep.category: ep for ep in episodes if ep.is_open}
-    if category is not None and category not in current:
+    current = {(ep.category, ep.rule): ep for ep in episodes if ep.is_open}
+    if category is not None and (category, "") not in current:
         hold = event.data.get("hold_type")
         episode = Episode(
             category, event.id, event.occurred_at, str(hold) if hold else None, data=_facts(event)
@@ -167,12 +187,69 @@ def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> No
             episode.events.append(stamp)
 
 
+_DRIFT_CLOSURES = frozenset({Category.DRIFT})
+
+
+def _settle_drift(
+    order: OrderView, episodes: list[Episode], event: CanonicalEvent, stamp: Stamp
+) -> None:
+    """Close the open drift cases whose contradiction the event resolved."""
+    for episode in episodes:
+        if not episode.is_open or episode.category is not Category.DRIFT:
+            continue
+        resolved = drift.resolution(order, event, episode.rule, episode.data)
+        if resolved is not None:
+            if stamp not in episode.events:
+                episode.events.append(stamp)
+            episode.close(Closure(_DRIFT_CLOSURES, *resolved), event)
+
+
+def _detect_drift(
+    order: OrderView,
+    episodes: list[Episode],
+    event: CanonicalEvent,
+    stamp: Stamp,
+    standing: frozenset[drift.DriftRule],
+) -> None:
+    """Open a drift case for each rule the event made start to hold (one open case per rule)."""
+    for finding in drift.findings(order, standing):
+        _open_drift(episodes, event, stamp, finding)
+    raised = drift.raised(order, event)
+    if raised is None:
+        return
+    finding, settled = raised
+    episode = _open_drift(episodes, event, stamp, finding)
+    if settled is not None and episode.opened_by == event.id:
+        episode.close(Closure(_DRIFT_CLOSURES, *settled), event)
+
+
+def _open_drift(
+    episodes: list[Episode], event: CanonicalEvent, stamp: Stamp, finding: drift.Finding
+) -> Episode:
+    rule = finding.rule.value
+    current = [ep for ep in episodes if ep.is_open and ep.category is Category.DRIFT]
+    joined = next((ep for ep in current if ep.rule == rule), None)
+    if joined is not None:
+        if stamp not in joined.events:
+            joined.events.append(stamp)
+        return joined
+    data = finding.as_data()
+    episode = Episode(Category.DRIFT, event.id, event.occurred_at, rule=rule, data=data)
+    episode.events.append(stamp)
+    episodes.append(episode)
+    return episode
+
+
 _CASE_FACTS = ("due_by", "amount", "reason", "kind", "sku", "available", "change", "requested_by")
 
 
 def _facts(event: CanonicalEvent) -> dict[str, Any]:
-    """The opening event's facts a case keeps (a dispute's due date, a short SKU ...)."""
-    return {key: str(event.data[key]) for key in _CASE_FACTS if event.data.get(key) is not None}
+    """The opening event's facts a case keeps (a dispute's due date, a short SKU ...); a missed
+    ship-by names the drift rule it stands for (its case keeps its own category)."""
+    facts = {key: str(event.data[key]) for key in _CASE_FACTS if event.data.get(key) is not None}
+    if event.type is EventType.SHIP_BY_MISSED:
+        facts["rule"] = drift.UNFULFILLED_PAST_CUTOFF
+    return facts
 
 
 def fold(ref: str, events: Iterable[CanonicalEvent]) -> tuple[OrderView, list[Episode]]:
@@ -206,26 +283,59 @@ def sync_cases(
             created.append(case)
         elif case.opened_by != episode.opened_by:
             case.rekey(episode.opened_by, episode.opened_at, at)
-        case.hold_type = episode.hold_type
-        for event_id, event_type, occurred_at in episode.events:
-            case.attach(event_id, event_type, occurred_at, at)
-        case.detach_all_but(episode.event_ids, at)
-        if episode.closed_at is not None and episode.outcome is not None:
-            case.confirm_outcome(
-                episode.outcome,
-                reason_code=episode.reason_code,
-                confirmed_at=episode.closed_at,
-                event_id=episode.closed_by or episode.opened_by,
-                at=at,
-            )
+        _sync_case(case, episode, at)
+    _withdraw_drift(unclaimed, episodes, at)
     return created
+
+
+def _sync_case(case: Case, episode: Episode, at: datetime) -> None:
+    case.hold_type = episode.hold_type
+    for event_id, event_type, occurred_at in episode.events:
+        case.attach(event_id, event_type, occurred_at, at)
+    case.detach_all_but(episode.event_ids, at)
+    if episode.category is Category.DRIFT:
+        _refresh_evidence(case, episode, at)
+    if episode.closed_at is not None and episode.outcome is not None:
+        case.confirm_outcome(
+            episode.outcome,
+            reason_code=episode.reason_code,
+            confirmed_at=episode.closed_at,
+            event_id=episode.closed_by or episode.opened_by,
+            at=at,
+        )
+
+
+def _refresh_evidence(case: Case, episode: Episode, at: datetime) -> None:
+    """A late event can change which events a drift rule names (an earlier shipment ...)."""
+    changed = {k: v for k, v in episode.data.items() if case.data.get(k) != v}
+    if changed:
+        case.data = {**case.data, **changed}
+        case.record(at, "drift_evidence", SOURCE, {"data": changed})
+
+
+def _withdraw_drift(unclaimed: list[Case], episodes: list[Episode], at: datetime) -> None:
+    """An open drift case that the refolded history no longer finds: a late event showed the
+    contradiction never stood (a return scanned before the refund ...). Cases are kept for the
+    audit trail, so it is closed, not removed."""
+    times = [occurred_at for episode in episodes for _, _, occurred_at in episode.events]
+    for case in unclaimed:
+        if case.category is not Category.DRIFT or not case.rule or not case.is_open:
+            continue
+        case.record(at, "drift_withdrawn", SOURCE, {"rule": case.rule})
+        case.confirm_outcome(
+            drift.WITHDRAWN,
+            reason_code=None,
+            confirmed_at=max([case.opened_at, *times]),
+            event_id=case.opened_by,
+            at=at,
+        )
 
 
 def _claim(episode: Episode, unclaimed: list[Case]) -> Case | None:
     ids = set(episode.event_ids)
     for match in (lambda c: c.opened_by == episode.opened_by, lambda c: c.opened_by in ids):
         for case in unclaimed:
-            if case.category == episode.category and match(case):
+            if (case.category, case.rule) == (episode.category, episode.rule) and match(case):
                 unclaimed.remove(case)
                 return case
     return None

@@ -53,6 +53,9 @@ class EventType(StrEnum):
     TICKET_CREATED = "ticket.created"
     # Extension: raised by the desk itself when an order is still unfulfilled at its ship-by time.
     SHIP_BY_MISSED = "fulfillment.ship_by_missed"
+    # Extension: raised by the desk itself when a timed drift rule (F3) finds its contradiction
+    # still standing at its due time; ``data.rule`` names the rule, ``data.evidence`` the events.
+    DRIFT_DETECTED = "drift.detected"
 
 
 class HoldType(StrEnum):

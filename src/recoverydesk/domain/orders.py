@@ -96,6 +96,38 @@ class PaymentView:
         return PaymentStatus.FAILED if self.failures else PaymentStatus.NONE
 
 
+@dataclass(frozen=True, slots=True)
+class RefundSeen:
+    """The first event that reported a refund (by refund id), and the intent it named."""
+
+    event_id: str
+    intent: str | None = None
+
+
+@dataclass(slots=True)
+class OrderEvidence:
+    """Which event first showed each fact that the drift rules (``domain.drift``) compare.
+
+    ``folded`` counts the events folded into this view. The stored snapshot keeps the record;
+    a snapshot written before it did has ``folded`` behind ``OrderView.event_count``: it is
+    incomplete, and ``OrderView.accepts_in_order`` sends an order whose drift rules need the
+    record through a refold of its history.
+    """
+
+    folded: int = 0
+    cancelled_by: str | None = None
+    shipped_by: str | None = None
+    returned_by: str | None = None
+    return_in_flight_by: str | None = None
+    captured_by: str | None = None
+    last_captured_at: datetime | None = None
+    refunds: dict[str, RefundSeen] = field(default_factory=dict)
+    cancel_requested_by: str | None = None
+    stopship_answered_by: str | None = None
+    stopship_answer: str | None = None  # the answer's event type: acknowledged or rejected
+    holds_placed_by: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class OrderView:
     """The order 360. ``last_key`` is the sort key of the latest event folded in."""
@@ -127,6 +159,7 @@ class OrderView:
     tickets: list[str] = field(default_factory=list)
     event_count: int = 0
     last_key: tuple[datetime, str] | None = None
+    evidence: OrderEvidence = field(default_factory=OrderEvidence)
 
     @property
     def cancelled(self) -> bool:
@@ -147,9 +180,28 @@ class OrderView:
     def active_holds(self) -> list[str]:
         return sorted(h.hold_type for h in self.holds.values() if h.active)
 
+    @property
+    def evidence_complete(self) -> bool:
+        """Every event this view counts was folded into it with its drift evidence."""
+        return self.evidence.folded == self.event_count
+
+    @property
+    def has_drift_sides(self) -> bool:
+        """A fact that a later event could contradict, which the drift rules name by event."""
+        return (
+            self.fully_cancelled
+            or self.shipped
+            or bool(self.payment.refunds)
+            or self.cancel_requested_at is not None
+        )
+
     def accepts_in_order(self, event: CanonicalEvent) -> bool:
-        """True when ``event`` sorts after everything folded so far (the incremental path)."""
-        return self.last_key is None or event.sort_key > self.last_key
+        """True when ``event`` sorts after everything folded so far (the incremental path) and
+        the view holds every fact the incremental fold needs: an order read back without its
+        drift evidence, with a fact the drift rules compare, is refolded from its history."""
+        if self.last_key is not None and event.sort_key <= self.last_key:
+            return False
+        return self.evidence_complete or not self.has_drift_sides
 
     def apply(self, event: CanonicalEvent) -> None:
         """Fold one event in. Callers fold in ``sort_key`` order."""
@@ -158,6 +210,7 @@ class OrderView:
         if handler is not None:
             handler(self, event)
         self.event_count += 1
+        self.evidence.folded += 1
         if self.last_key is None or event.sort_key > self.last_key:
             self.last_key = event.sort_key
 
@@ -210,6 +263,8 @@ def _on_fulfillment(order: OrderView, event: CanonicalEvent) -> None:
             line.fulfillment = status
     if status.rank > order.fulfillment.rank:
         order.fulfillment = status
+    if order.shipped and order.evidence.shipped_by is None:
+        order.evidence.shipped_by = event.id
     order.fulfillment_times.setdefault(status.value, event.occurred_at)
     tracking = event.data.get("tracking")
     if tracking and str(tracking) not in order.tracking:
@@ -235,6 +290,9 @@ def _on_captured(order: OrderView, event: CanonicalEvent) -> None:
     pay.captures[capture_id] = _amount(event, pay.authorized or order.value)
     pay.captured = sum(pay.captures.values(), ZERO)
     pay.authorized = max(pay.authorized, pay.captured)
+    seen = order.evidence
+    seen.captured_by = seen.captured_by or event.id
+    seen.last_captured_at = max(seen.last_captured_at or event.occurred_at, event.occurred_at)
 
 
 def _on_failed(order: OrderView, event: CanonicalEvent) -> None:
@@ -250,6 +308,9 @@ def _on_refunded(order: OrderView, event: CanonicalEvent) -> None:
     """A refund is counted once per refund id, whichever system reported it."""
     pay = order.payment
     refund_id = str(event.data.get("refund_id") or event.id)
+    if refund_id not in order.evidence.refunds:
+        intent = event.data.get("intent")
+        order.evidence.refunds[refund_id] = RefundSeen(event.id, str(intent) if intent else None)
     amount = _amount(event, pay.captured)
     if amount > pay.refunds.get(refund_id, ZERO):
         pay.refunds[refund_id] = amount
@@ -265,6 +326,7 @@ def _on_hold_placed(order: OrderView, event: CanonicalEvent) -> None:
         placed_at=event.occurred_at,
         reason=str(reason) if reason else None,
     )
+    order.evidence.holds_placed_by[hold_type] = event.id
 
 
 def _on_hold_released(order: OrderView, event: CanonicalEvent) -> None:
@@ -282,6 +344,7 @@ def _on_address_invalid(order: OrderView, event: CanonicalEvent) -> None:
 def _on_cancel_requested(order: OrderView, event: CanonicalEvent) -> None:
     if order.cancel_requested_at is None:
         order.cancel_requested_at = event.occurred_at
+        order.evidence.cancel_requested_by = event.id
 
 
 def _on_cancelled(order: OrderView, event: CanonicalEvent) -> None:
@@ -297,8 +360,27 @@ def _on_cancelled(order: OrderView, event: CanonicalEvent) -> None:
         line.cancelled = True
     order.fully_cancelled = True
     order.cancelled_at = event.occurred_at
+    order.evidence.cancelled_by = event.id
     reason = event.data.get("reason_code") or event.data.get("reason")
     order.cancel_reason = str(reason) if reason else None
+
+
+def _on_return_received(order: OrderView, event: CanonicalEvent) -> None:
+    order.evidence.returned_by = order.evidence.returned_by or event.id
+
+
+def _on_delivery_exception(order: OrderView, event: CanonicalEvent) -> None:
+    """A parcel returned to sender is a return in flight."""
+    if event.data.get("kind") == "returned_to_sender":
+        seen = order.evidence
+        seen.return_in_flight_by = seen.return_in_flight_by or event.id
+
+
+def _on_stopship_answer(order: OrderView, event: CanonicalEvent) -> None:
+    """The warehouse answered a stop-ship request: acknowledged or rejected."""
+    seen = order.evidence
+    if seen.stopship_answered_by is None:
+        seen.stopship_answered_by, seen.stopship_answer = event.id, event.type.value
 
 
 def _on_ticket(order: OrderView, event: CanonicalEvent) -> None:
@@ -320,4 +402,8 @@ _HANDLERS: dict[EventType, Callable[[OrderView, CanonicalEvent], None]] = {
     EventType.CANCEL_REQUESTED: _on_cancel_requested,
     EventType.ORDER_CANCELLED: _on_cancelled,
     EventType.TICKET_CREATED: _on_ticket,
+    EventType.RETURN_RECEIVED: _on_return_received,
+    EventType.DELIVERY_EXCEPTION: _on_delivery_exception,
+    EventType.STOPSHIP_ACKNOWLEDGED: _on_stopship_answer,
+    EventType.STOPSHIP_REJECTED: _on_stopship_answer,
 }

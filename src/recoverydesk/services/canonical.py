@@ -19,8 +19,10 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
 )
 
+from recoverydesk.domain.drift import TIMED_RULES, DriftRule
 from recoverydesk.domain.errors import InvalidEvent
 from recoverydesk.domain.events import (
     CanonicalEvent,
@@ -136,6 +138,22 @@ class DisputeData(AnyData):
     due_by: IsoTime | None = None
 
 
+class DriftData(AnyData):
+    """A timed drift rule's contradiction, raised by the desk (``domain.drift``)."""
+
+    rule: DriftRule
+    evidence: Annotated[dict[Text, Text], Field(max_length=20)] = Field(default_factory=dict)
+    hold_type: HoldType | None = None
+    placed_at: Text | None = None
+
+    @field_validator("rule")
+    @classmethod
+    def _timed(cls, rule: DriftRule) -> DriftRule:
+        if rule not in TIMED_RULES:
+            raise ValueError(f"{rule.value!r} is not a timed drift rule")
+        return rule
+
+
 class ReplyData(AnyData):
     choice: Text | None = None
 
@@ -157,7 +175,9 @@ DATA_MODELS: dict[EventType, type[AnyData]] = {
     EventType.DISPUTE_OPENED: DisputeData,
     EventType.CUSTOMER_REPLIED: ReplyData,
     EventType.TICKET_CREATED: TicketData,
+    EventType.DRIFT_DETECTED: DriftData,
 }
+DESK_ONLY = frozenset({EventType.DRIFT_DETECTED})  # event types only the desk itself raises
 
 
 class EventIn(_Strict):
@@ -187,6 +207,8 @@ def parse_event(raw: object) -> CanonicalEvent:
         envelope = EventIn.model_validate(raw)
     except ValidationError as error:
         raise InvalidEvent(_describe(error)) from None
+    if envelope.type in DESK_ONLY and envelope.source is not EventSource.DESK:
+        raise InvalidEvent(f"source: {envelope.type.value} is raised by the desk only")
     model = DATA_MODELS.get(envelope.type, AnyData)
     try:
         data = model.model_validate(envelope.data)

@@ -133,7 +133,7 @@ def _fold_into_orders(
     report.cases_closed = sum(1 for case in changed if not case.is_open)
     uow.orders.save(merchant.id, list(orders.values()), at=now)
     uow.cases.save(merchant.id, changed)
-    timers = _ship_by_timers(merchant, orders, ship_by_before)
+    timers = _ship_by_timers(merchant, orders, ship_by_before, uow)
     calendar = triage_for(uow, merchant).calendar
     for case in clocked:
         timers += stage_timers(merchant.id, case, calendar)
@@ -166,9 +166,15 @@ def _refold(
 
 
 def _ship_by_timers(
-    merchant: Merchant, orders: dict[str, OrderView], before: dict[str, datetime | None]
+    merchant: Merchant,
+    orders: dict[str, OrderView],
+    before: dict[str, datetime | None],
+    uow: UnitOfWork,
 ) -> list[JobRequest]:
-    """A timer at each new ship-by time of an order that has not shipped yet."""
+    """A timer at each new ship-by time of an order that has not shipped yet, and one for each
+    timed drift rule the order needs (``domain.drift.due_checks``; a repeated key is ignored)."""
+    from recoverydesk.domain.drift import CHECK_JOB, due_checks
+
     timers = []
     for ref, order in orders.items():
         if order.ship_by is None or order.ship_by == before.get(ref):
@@ -184,4 +190,10 @@ def _ship_by_timers(
                 payload={"order_ref": ref, "ship_by": order.ship_by.isoformat()},
             )
         )
+    limits = triage_for(uow, merchant).policy.drift
+    for order in orders.values():
+        timers += [
+            JobRequest(merchant.id, CHECK_JOB, check.key, check.due_at, dict(check.payload))
+            for check in due_checks(order, limits)
+        ]
     return timers

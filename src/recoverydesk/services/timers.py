@@ -5,12 +5,27 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from recoverydesk.domain.casebook import fold
+from recoverydesk.domain.drift import CHECK_JOB, DriftRule, recheck
 from recoverydesk.domain.errors import NotFound
 from recoverydesk.domain.events import CanonicalEvent, EventSource, EventType, OrderFacts
-from recoverydesk.services.canonical import event_to_dict
+from recoverydesk.services.canonical import event_to_dict, parse_event
 from recoverydesk.services.intake import SHIP_BY_CHECK, ingest_within
 from recoverydesk.services.jobs import JobHandler
-from recoverydesk.services.ports import IncomingEvent, Job, UnitOfWork
+from recoverydesk.services.ports import IncomingEvent, Job, Merchant, UnitOfWork
+
+
+def _merchant_of(uow: UnitOfWork, job: Job) -> Merchant:
+    merchant = uow.merchants.by_id(job.merchant_id)
+    if merchant is None:
+        raise NotFound(f"merchant {job.merchant_id} of job {job.id} is gone")
+    return merchant
+
+
+def _raise(uow: UnitOfWork, merchant: Merchant, event: CanonicalEvent, now: datetime) -> None:
+    """Ingest a desk event as any other event is (its deterministic id makes a repeat a no-op)."""
+    raw = json.dumps(event_to_dict(event))
+    ingest_within(uow, merchant=merchant, events=[IncomingEvent(event, raw)], now=now)
 
 
 def check_ship_by(uow: UnitOfWork, job: Job, now: datetime) -> None:
@@ -18,9 +33,7 @@ def check_ship_by(uow: UnitOfWork, job: Job, now: datetime) -> None:
 
     The desk event has a deterministic id, so a repeated run stores it once.
     """
-    merchant = uow.merchants.by_id(job.merchant_id)
-    if merchant is None:
-        raise NotFound(f"merchant {job.merchant_id} of job {job.id} is gone")
+    merchant = _merchant_of(uow, job)
     ref = str(job.payload["order_ref"])
     order = uow.orders.get(merchant.id, ref)
     if order is None or order.shipped or order.cancelled or order.ship_by is None:
@@ -35,8 +48,33 @@ def check_ship_by(uow: UnitOfWork, job: Job, now: datetime) -> None:
         order=OrderFacts(ref=ref),
         data={"ship_by": order.ship_by.isoformat(), "fulfillment": order.fulfillment.value},
     )
-    raw = json.dumps(event_to_dict(event))
-    ingest_within(uow, merchant=merchant, events=[IncomingEvent(event, raw)], now=now)
+    _raise(uow, merchant, event, now)
 
 
-HANDLERS: dict[str, JobHandler] = {SHIP_BY_CHECK: check_ship_by}
+def check_drift(uow: UnitOfWork, job: Job, now: datetime) -> None:
+    """At a timed drift rule's due time: if its contradiction stood then, the desk records it.
+
+    The order is folded from its history up to the due time (so the answer does not depend on
+    when the worker ran), and the desk event that opens the case has a deterministic id.
+    """
+    merchant = _merchant_of(uow, job)
+    ref, rule = str(job.payload["order_ref"]), DriftRule(str(job.payload["rule"]))
+    due = datetime.fromisoformat(str(job.payload["due_at"]))
+    event_id = f"desk:{job.key}"
+    history = uow.events.history(merchant.id, [ref]).get(ref, [])
+    order, _ = fold(ref, [event for event in history if event.sort_key < (due, event_id)])
+    finding = recheck(order, rule, job.payload)
+    if finding is None:
+        return
+    draft = CanonicalEvent(
+        id=event_id,
+        source=EventSource.DESK,
+        type=EventType.DRIFT_DETECTED,
+        occurred_at=due,
+        order=OrderFacts(ref=ref),
+        data=finding.as_data(),
+    )
+    _raise(uow, merchant, parse_event(event_to_dict(draft)), now)
+
+
+HANDLERS: dict[str, JobHandler] = {SHIP_BY_CHECK: check_ship_by, CHECK_JOB: check_drift}

@@ -11,8 +11,10 @@ from recoverydesk.domain.orders import (
     FulfillmentStatus,
     HoldView,
     LineView,
+    OrderEvidence,
     OrderView,
     PaymentView,
+    RefundSeen,
 )
 
 
@@ -96,10 +98,46 @@ def order_to_dict(order: OrderView) -> dict[str, Any]:
         "system_ids": dict(order.system_ids),
         "tickets": list(order.tickets),
         "event_count": order.event_count,
+        "evidence": _evidence_to_dict(order.evidence),
         "last_event": (
             {"at": _iso(order.last_key[0]), "id": order.last_key[1]} if order.last_key else None
         ),
     }
+
+
+_EVIDENCE_IDS = (
+    "cancelled_by",
+    "shipped_by",
+    "returned_by",
+    "return_in_flight_by",
+    "captured_by",
+    "cancel_requested_by",
+    "stopship_answered_by",
+    "stopship_answer",
+)
+
+
+def _evidence_to_dict(seen: OrderEvidence) -> dict[str, Any]:
+    """Which event first showed each fact the drift rules compare (kept so that an order read
+    back from storage can take the fast path without losing drift evidence)."""
+    body: dict[str, Any] = {name: getattr(seen, name) for name in _EVIDENCE_IDS}
+    body["folded"] = seen.folded
+    body["last_captured_at"] = _iso(seen.last_captured_at)
+    body["refunds"] = {k: [r.event_id, r.intent] for k, r in seen.refunds.items()}
+    body["holds_placed_by"] = dict(seen.holds_placed_by)
+    return body
+
+
+def _evidence_from_dict(body: dict[str, Any] | None) -> OrderEvidence:
+    if not body:  # a snapshot from before drift evidence was kept: refold when it matters
+        return OrderEvidence()
+    seen = OrderEvidence(folded=int(body["folded"]))
+    for name in _EVIDENCE_IDS:
+        setattr(seen, name, body.get(name))
+    seen.last_captured_at = _when(body.get("last_captured_at"))
+    seen.refunds = {k: RefundSeen(v[0], v[1]) for k, v in body.get("refunds", {}).items()}
+    seen.holds_placed_by = dict(body.get("holds_placed_by", {}))
+    return seen
 
 
 def order_from_dict(doc: dict[str, Any]) -> OrderView:
@@ -161,6 +199,7 @@ def order_from_dict(doc: dict[str, Any]) -> OrderView:
         tickets=list(doc["tickets"]),
         event_count=doc["event_count"],
         last_key=(datetime.fromisoformat(last["at"]), last["id"]) if last else None,
+        evidence=_evidence_from_dict(doc.get("evidence")),
     )
 
 
