@@ -319,3 +319,48 @@ def test_replay_under_two_configurations_compares_priorities_and_sla_attainment(
     assert outcomes["lenient"][1] == {"started": 3, "breached": 1, "attainment": 0.6667}
     assert outcomes["strict"][2] == {"warning": 4, "breach": 4, "escalation": 3}
     assert outcomes["lenient"][2] == {"warning": 2, "breach": 2, "escalation": 1}
+
+
+WARRANTY = """
+merchant: replay
+taxonomy:
+  categories: [{code: warranty_claim, phase: post-fulfilment, loss_likelihood: "0.30"}]
+openers:
+  - name: warranty_ticket
+    when: 'event.type == "ticket.created" && has(event.data.topic) && event.data.topic == "warranty"'
+    category: warranty_claim
+    closed_by: {return.received: returned}
+queues:
+  - {name: warranty, categories: [warranty_claim]}
+  - {name: everything_else, categories: [payment_failed, change_request, delivery_exception]}
+"""
+
+
+def test_a_merchant_category_is_opened_routed_and_closed_by_its_configured_rules(
+    tmp_path: Path,
+) -> None:
+    # given a merchant who added a warranty-claim category, opened by warranty tickets
+    config = tmp_path / "warranty.yaml"
+    config.write_text(WARRANTY)
+    stream = [
+        ev("o1", "order.placed", "2026-11-23T09:00:00Z", order={"value": "200.00"}),
+        ev("t1", "ticket.created", "2026-11-24T09:00:00Z", topic="where is my order"),
+        ev("t2", "ticket.created", "2026-11-25T09:00:00Z", topic="warranty"),
+        ev("t3", "ticket.created", "2026-11-25T10:00:00Z", topic="warranty"),
+        ev("r1", "return.received", "2026-11-27T09:00:00Z"),
+    ]
+    path = write_jsonl(tmp_path / "events.jsonl", stream)
+    # when the stream is replayed under that configuration
+    out = tmp_path / "out"
+    result = run(["replay", str(path), "--config", str(config), "--out", str(out)], tmp_path)
+    assert result.returncode == 0, result.stderr
+    # then one warranty case opened on the warranty ticket (the other ticket opened nothing,
+    # the second warranty ticket joined it), in the warranty queue, closed by the return
+    cases = json.loads((out / "cases.json").read_text())
+    assert [
+        (c["category"], c["opened_by"], c["queue"], c["status"], c["outcome"]) for c in cases
+    ] == [("warranty_claim", "t2", "warranty", "closed", "returned")]
+    case = cases[0]
+    assert case["data"]["opener"] == "warranty_ticket"
+    assert case["event_ids"] == ["t2", "t3", "r1"]
+    assert case["revenue_at_risk"] == "60.00"  # 200.00 x the category's 0.30

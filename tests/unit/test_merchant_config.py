@@ -239,6 +239,31 @@ MISTAKES = [
     pytest.param(
         """\
         merchant: acme
+        openers:
+          - name: warranty_ticket
+            when: event.type == "ticket.created"
+            category: warranty_claim
+        """,
+        5,
+        "openers.0.category: 'warranty_claim' is not one of",
+        id="opener-category-not-in-taxonomy",
+    ),
+    pytest.param(
+        """\
+        merchant: acme
+        openers:
+          - name: warranty_ticket
+            when: event.type == "ticket.created"
+            category: refund_request
+            closed_by: {parcel.vanished: returned}
+        """,
+        6,
+        "closed_by.parcel.vanished: 'parcel.vanished' is not one of",
+        id="opener-closed-by-unknown-event-type",
+    ),
+    pytest.param(
+        """\
+        merchant: acme
         rules:
           priority:
             - name: big_orders

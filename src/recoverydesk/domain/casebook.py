@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from recoverydesk.domain import drift
 from recoverydesk.domain.cases import (
@@ -56,7 +56,7 @@ Stamp = tuple[str, str, datetime]  # an event on an episode: id, type, when it h
 
 @dataclass(frozen=True, slots=True)
 class Closure:
-    categories: frozenset[Category]
+    categories: frozenset[str]
     outcome: Outcome
     reason_code: ReasonCode | None = None
     holds_only: bool = False  # only cases that a hold opened (a release of every hold)
@@ -71,7 +71,7 @@ class Closure:
 class Episode:
     """One case as the fold sees it: which events opened, joined and closed it."""
 
-    category: Category
+    category: str
     opened_by: str
     opened_at: datetime
     hold_type: str | None = None
@@ -137,7 +137,7 @@ def closures(event: CanonicalEvent) -> list[Closure]:
     return []
 
 
-def _already_settled(order: OrderView, category: Category) -> Closure | None:
+def _already_settled(order: OrderView, category: str) -> Closure | None:
     """A pre-fulfilment exception raised on an order that already shipped or was cancelled."""
     if category not in PRE_FULFILMENT:
         return None
@@ -148,10 +148,26 @@ def _already_settled(order: OrderView, category: Category) -> Closure | None:
     return None
 
 
-def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> None:
+class CaseRules(Protocol):
+    """A merchant's own openers and closers (from its configuration). Both must depend only on
+    the event and the order as folded so far, so the fold stays independent of arrival order."""
+
+    def opens(self, event: CanonicalEvent, order: OrderView) -> list[tuple[str, str]]:
+        """(category, rule name) of each case the event opens."""
+        ...
+
+    def closes(self, event: CanonicalEvent) -> list[Closure]: ...
+
+
+def step(
+    order: OrderView,
+    episodes: list[Episode],
+    event: CanonicalEvent,
+    rules: CaseRules | None = None,
+) -> None:
     """Fold one event into the order and its episodes (mutates both)."""
     stamp = (event.id, event.type.value, event.occurred_at)
-    for closure in closures(event):
+    for closure in closures(event) + (rules.closes(event) if rules else []):
         for episode in episodes:
             if closure.confirms(episode):
                 episode.events.append(stamp)
@@ -159,6 +175,8 @@ def step(order: OrderView, episodes: list[Episode], event: CanonicalEvent) -> No
     standing = drift.standing(order)
     order.apply(event)
     _open_or_join(order, episodes, event, stamp)
+    if rules is not None:
+        _open_merchant_cases(rules.opens(event, order), episodes, event, stamp)
     _settle_drift(order, episodes, event, stamp)
     _detect_drift(order, episodes, event, stamp, standing)
 
@@ -185,6 +203,21 @@ def _open_or_join(
     for episode in current.values():
         if stamp not in episode.events:
             episode.events.append(stamp)
+
+
+def _open_merchant_cases(
+    opened: list[tuple[str, str]], episodes: list[Episode], event: CanonicalEvent, stamp: Stamp
+) -> None:
+    """Cases of the merchant's own categories, opened by its configured openers."""
+    current = {ep.category for ep in episodes if ep.is_open and not ep.rule}
+    for category, opener in opened:
+        if category in current:
+            continue
+        data = {**_facts(event), "opener": opener}
+        episode = Episode(category, event.id, event.occurred_at, data=data)
+        episode.events.append(stamp)
+        episodes.append(episode)
+        current.add(category)
 
 
 _DRIFT_CLOSURES = frozenset({Category.DRIFT})
@@ -252,12 +285,14 @@ def _facts(event: CanonicalEvent) -> dict[str, Any]:
     return facts
 
 
-def fold(ref: str, events: Iterable[CanonicalEvent]) -> tuple[OrderView, list[Episode]]:
+def fold(
+    ref: str, events: Iterable[CanonicalEvent], rules: CaseRules | None = None
+) -> tuple[OrderView, list[Episode]]:
     """The order 360 and its episodes from the whole history, whatever the arrival order."""
     order = OrderView(ref=ref)
     episodes: list[Episode] = []
     for event in sorted(events, key=lambda e: e.sort_key):
-        step(order, episodes, event)
+        step(order, episodes, event, rules)
     return order, episodes
 
 

@@ -12,6 +12,14 @@ from recoverydesk.domain.errors import InvalidTransition
 from recoverydesk.domain.sla import SlaClock
 
 
+def category_of(code: str) -> str:
+    """A stored category code: the built-in ``Category`` when it is one, else the code itself."""
+    try:
+        return Category(code)
+    except ValueError:
+        return code
+
+
 class Category(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     FRAUD_HOLD = "fraud_hold"
@@ -135,7 +143,7 @@ class Case:
     """A case. ``id`` is None until stored; ``pending`` holds timeline rows not yet written."""
 
     order_ref: str
-    category: Category
+    category: str  # a built-in ``Category`` or a code from the merchant's taxonomy
     opened_at: datetime
     opened_by: str
     id: int | None = None
@@ -166,7 +174,7 @@ class Case:
         cls,
         *,
         order_ref: str,
-        category: Category,
+        category: str,
         opened_at: datetime,
         opened_by: str,
         hold_type: str | None,
@@ -184,7 +192,7 @@ class Case:
             rule=rule,
             data=dict(data or {}),
         )
-        detail: dict[str, Any] = {"category": category.value, "occurred_at": opened_at.isoformat()}
+        detail: dict[str, Any] = {"category": str(category), "occurred_at": opened_at.isoformat()}
         if rule:
             detail["rule"] = rule
         case.record(recorded_at, "opened", SOURCE, detail, event_id=opened_by)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
-from recoverydesk.domain.cases import Case, CaseStatus, Category, Outcome, ReasonCode
+from recoverydesk.domain.cases import Case, CaseStatus, Outcome, ReasonCode, category_of
 from recoverydesk.domain.sla import SlaClock
 from recoverydesk.persistence.tables import OPEN_STATUSES, case_timeline, cases
 
@@ -221,7 +221,7 @@ def _row(merchant_id: int, case: Case) -> dict[str, Any]:
     return {
         "merchant_id": merchant_id,
         "order_ref": case.order_ref,
-        "category": case.category.value,
+        "category": str(case.category),
         "status": case.status.value,
         "hold_type": case.hold_type,
         "classification": case.classification,
@@ -254,7 +254,7 @@ def _case(row: Row[Any]) -> Case:
     return Case(
         id=row.id,
         order_ref=row.order_ref,
-        category=Category(row.category),
+        category=category_of(row.category),
         status=CaseStatus(row.status),
         hold_type=row.hold_type,
         classification=row.classification,

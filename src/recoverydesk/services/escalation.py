@@ -93,7 +93,7 @@ def _contact(triage: Triage, case: Case, stage: Stage) -> Contact:
         return escalation.ops_lead
     if stage is Stage.BREACH:
         return escalation.ops_lead
-    owner = escalation.category_owner.get(case.category.value)
+    owner = escalation.category_owner.get(str(case.category))
     return escalation.owners.get(owner or "", escalation.ops_lead)
 
 
@@ -103,7 +103,7 @@ def _notifications(
     stage, clock = record["stage"], record["clock"]
     subject = f"[{merchant.name}] case {case.id} {clock.replace('_', ' ')} {stage}"
     body = (
-        f"Case {case.id} ({case.category.value}, {case.priority}, queue {case.queue}) "
+        f"Case {case.id} ({case.category!s}, {case.priority}, queue {case.queue}) "
         f"on order {case.order_ref}: the {clock.replace('_', ' ')} clock reached its {stage} "
         f"(due {record['due_at']}). Owner: {case.owner or 'nobody'}."
     )

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import structlog
 
-from recoverydesk.domain.casebook import Episode, fold, step, sync_cases
+from recoverydesk.domain.casebook import CaseRules, Episode, fold, step, sync_cases
 from recoverydesk.domain.cases import Case
 from recoverydesk.domain.events import CanonicalEvent
 from recoverydesk.domain.orders import OrderView
@@ -109,6 +109,7 @@ def _fold_into_orders(
     by_order: dict[str, list[CanonicalEvent]] = defaultdict(list)
     for event in sorted(fresh, key=lambda e: e.sort_key):
         by_order[event.order.ref].append(event)
+    rules = triage_for(uow, merchant).case_rules
     orders = uow.orders.lock(merchant.id, sorted(by_order))
     ship_by_before = {ref: order.ship_by for ref, order in orders.items()}
     late = {ref for ref, evs in by_order.items() if not orders[ref].accepts_in_order(evs[0])}
@@ -116,12 +117,12 @@ def _fold_into_orders(
     touched: list[Case] = []
     open_cases = uow.cases.for_orders(merchant.id, in_order, open_only=True)
     for ref in in_order:
-        touched += _fold_fast(orders[ref], open_cases.get(ref, []), by_order[ref], now)
+        touched += _fold_fast(orders[ref], open_cases.get(ref, []), by_order[ref], now, rules)
     if late:
         histories = uow.events.history(merchant.id, late)
         all_cases = uow.cases.for_orders(merchant.id, late, open_only=False)
         for ref in late:
-            orders[ref], cases = _refold(ref, histories[ref], all_cases.get(ref, []), now)
+            orders[ref], cases = _refold(ref, histories[ref], all_cases.get(ref, []), now, rules)
             touched += cases
         report.refolded_orders = len(late)
         log.info("orders refolded after late events", merchant_id=merchant.id, orders=len(late))
@@ -144,24 +145,32 @@ def _fold_into_orders(
             merchant=merchant.name,
             order_ref=case.order_ref,
             case_id=case.id,
-            category=case.category.value,
+            category=str(case.category),
             status=case.status.value,
         )
 
 
 def _fold_fast(
-    order: OrderView, cases: list[Case], events: list[CanonicalEvent], now: datetime
+    order: OrderView,
+    cases: list[Case],
+    events: list[CanonicalEvent],
+    now: datetime,
+    rules: CaseRules,
 ) -> list[Case]:
     episodes = [Episode.of_case(case) for case in cases]
     for event in events:
-        step(order, episodes, event)
+        step(order, episodes, event, rules)
     return cases + sync_cases(order.ref, episodes, cases, at=now)
 
 
 def _refold(
-    ref: str, history: list[CanonicalEvent], cases: list[Case], now: datetime
+    ref: str,
+    history: list[CanonicalEvent],
+    cases: list[Case],
+    now: datetime,
+    rules: CaseRules,
 ) -> tuple[OrderView, list[Case]]:
-    order, episodes = fold(ref, history)
+    order, episodes = fold(ref, history, rules)
     return order, cases + sync_cases(ref, episodes, cases, at=now)
 
 

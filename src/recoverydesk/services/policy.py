@@ -20,7 +20,8 @@ from typing import Annotated, Any
 import cel
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recoverydesk.domain.cases import Category, ReasonCode
+from recoverydesk.domain.cases import Category, Outcome, ReasonCode
+from recoverydesk.domain.events import EventType
 from recoverydesk.domain.triage import LOSS_LIKELIHOOD, Classification, Priority
 from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC, CalendarSpec
 
@@ -61,16 +62,21 @@ class Rule(Strict):
     @field_validator("when")
     @classmethod
     def _valid_cel(cls, text: str) -> str:
-        try:
-            program = cel.compile(text)
-        except ValueError as error:
-            first = str(error).splitlines()[0] if str(error) else "syntax error"
-            raise ValueError(f"not a valid CEL condition: {first}") from None
-        unknown = set(program.variables()) - RULE_VARIABLES
-        if unknown:
-            known = ", ".join(sorted(RULE_VARIABLES))
-            raise ValueError(f"unknown variable {sorted(unknown)[0]!r} (use {known})")
-        return text
+        return cel_condition(text)
+
+
+def cel_condition(text: str) -> str:
+    """A condition that compiles as CEL and uses only the variables a rule is given."""
+    try:
+        program = cel.compile(text)
+    except ValueError as error:
+        first = str(error).splitlines()[0] if str(error) else "syntax error"
+        raise ValueError(f"not a valid CEL condition: {first}") from None
+    unknown = set(program.variables()) - RULE_VARIABLES
+    if unknown:
+        known = ", ".join(sorted(RULE_VARIABLES))
+        raise ValueError(f"unknown variable {sorted(unknown)[0]!r} (use {known})")
+    return text
 
 
 def _rule(name: str, when: str, then: str) -> Rule:
@@ -190,6 +196,30 @@ class Rules(Strict):
         parts = ("priority", "classification", "routing")
         _unique([pair for part in parts for pair in _paths(part, getattr(self, part))], "rule")
         return self
+
+
+class Opener(Strict):
+    """A merchant's own way to open a case: when ``when`` holds for an event (over ``event``,
+    ``order``, ``customer`` and ``thresholds``), a case of ``category`` opens; an event whose
+    type is in ``closed_by`` confirms its outcome and closes it."""
+
+    name: Code
+    when: str
+    category: Code
+    closed_by: dict[str, Outcome] = Field(default_factory=dict)
+
+    @field_validator("when")
+    @classmethod
+    def _valid_cel(cls, text: str) -> str:
+        return cel_condition(text)
+
+    @field_validator("closed_by")
+    @classmethod
+    def _known_types(cls, value: dict[str, Outcome]) -> dict[str, Outcome]:
+        known = {t.value for t in EventType}
+        for event_type in value:
+            _must_be(event_type, known, f"closed_by.{event_type}")
+        return value
 
 
 class Assignment(StrEnum):
@@ -371,6 +401,7 @@ class Policy(Strict):
     thresholds: Thresholds = Thresholds()
     taxonomy: Taxonomy = Taxonomy()
     rules: Rules = Rules()
+    openers: tuple[Opener, ...] = ()
     members: tuple[Member, ...] = ()
     queues: tuple[Queue, ...] = DEFAULT_QUEUES
     sla: dict[Code, QueueSla] = Field(default_factory=lambda: dict(DEFAULT_SLA))
@@ -404,6 +435,9 @@ class Policy(Strict):
                 _must_be(member, members, f"queues.{queue.name}.members")
             for category in queue.categories:
                 _must_be(category, codes, f"queues.{queue.name}.categories")
+        _unique([(f"openers.{i}.name", o.name) for i, o in enumerate(self.openers)], "opener")
+        for index, opener in enumerate(self.openers):
+            _must_be(opener.category, codes, f"openers.{index}.category")
         for index, rule in enumerate(self.rules.routing):
             _must_be(rule.then, names, f"rules.routing.{index}.then")
         for queue_name in self.sla:

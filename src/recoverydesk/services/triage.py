@@ -20,6 +20,7 @@ import cel
 import structlog
 
 from recoverydesk.domain.calendar import BusinessCalendar
+from recoverydesk.domain.casebook import Closure
 from recoverydesk.domain.cases import Case, CaseStatus
 from recoverydesk.domain.events import CanonicalEvent, EventType
 from recoverydesk.domain.orders import FulfillmentStatus, OrderView
@@ -58,6 +59,32 @@ def _compile(rules: tuple[Rule, ...]) -> list[CompiledRule]:
     return [CompiledRule(rule, cel.compile(rule.when)) for rule in rules]
 
 
+class MerchantCaseRules:
+    """The merchant's configured openers and closers, as the fold asks for them."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._openers = [
+            CompiledRule(Rule(name=o.name, when=o.when, then=o.category), cel.compile(o.when))
+            for o in policy.openers
+        ]
+        self._closers: dict[str, list[Closure]] = {}
+        for opener in policy.openers:
+            for event_type, outcome in opener.closed_by.items():
+                closure = Closure(frozenset({opener.category}), outcome)
+                self._closers.setdefault(event_type, []).append(closure)
+
+    def opens(self, event: CanonicalEvent, order: OrderView) -> list[tuple[str, str]]:
+        if not self._openers:
+            return []
+        blank = Case(order_ref=order.ref, category="", opened_at=event.occurred_at, opened_by="")
+        context = rule_context(blank, order, event, event.occurred_at, self._policy)
+        return [(o.rule.then, o.rule.name) for o in self._openers if o.matches(context)]
+
+    def closes(self, event: CanonicalEvent) -> list[Closure]:
+        return list(self._closers.get(event.type.value, ()))
+
+
 class Triage:
     """A merchant's compiled policy at one configuration version."""
 
@@ -68,6 +95,7 @@ class Triage:
         self._classification = _compile(policy.rules.effective_classification())
         self._routing = _compile(policy.rules.routing)
         self._likelihood = policy.taxonomy.loss_likelihood()
+        self.case_rules = MerchantCaseRules(policy)
 
     def decide(
         self, case: Case, order: OrderView, event: CanonicalEvent | None, now: datetime
@@ -92,7 +120,7 @@ class Triage:
             queue=queue,
             rules=rules,
             deadline=self.deadline(case, order, queue),
-            revenue_at_risk=revenue_at_risk(order.value, case.category.value, self._likelihood),
+            revenue_at_risk=revenue_at_risk(order.value, str(case.category), self._likelihood),
         )
 
     def _route(self, case: Case, context: Mapping[str, Any], rules: dict[str, str]) -> str:
@@ -102,7 +130,7 @@ class Triage:
             if compiled.matches(context):
                 rules["queue"] = compiled.rule.name
                 return compiled.rule.then
-        return self.policy.queue_for(case.category.value)
+        return self.policy.queue_for(str(case.category))
 
     def deadline(self, case: Case, order: OrderView, queue: str) -> datetime | None:
         """The operational deadline: the one the queue's SLA names (less its margin), else the
@@ -255,7 +283,7 @@ def rule_context(
     """What a rule's condition sees. Times are hours from ``now``; money is a number."""
     return {
         "case": {
-            "category": case.category.value,
+            "category": str(case.category),
             "hold_type": case.hold_type or "",
             "rule": case.rule,
             "status": case.status.value,

@@ -218,7 +218,7 @@ def case_to_dict(case: Case) -> dict[str, Any]:
     return {
         "id": case.id,
         "order_ref": case.order_ref,
-        "category": case.category.value,
+        "category": str(case.category),
         "classification": case.classification,
         "priority": case.priority,
         "queue": case.queue,
