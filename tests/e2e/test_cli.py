@@ -327,7 +327,9 @@ taxonomy:
   categories: [{code: warranty_claim, phase: post-fulfilment, loss_likelihood: "0.30"}]
 openers:
   - name: warranty_ticket
-    when: 'event.type == "ticket.created" && has(event.data.topic) && event.data.topic == "warranty"'
+    when: >-
+      event.type == "ticket.created" && has(event.data.topic)
+      && event.data.topic == "warranty"
     category: warranty_claim
     closed_by: {return.received: returned}
 queues:
