@@ -688,3 +688,41 @@ def test_the_first_touch_stops_the_first_touch_and_marketplace_clocks():
         "marketplace_reply": touched,
     }
     assert case.clocks["first_touch"].consumed == 90 * MINUTE
+
+
+def test_the_operational_clock_follows_a_moved_promise():
+    # given the case's clocks running to the promised delivery (Wed 12:00 UTC)
+    case, order = delivery_case()
+    BERLIN_DESK.keep_clocks(case, order, T0)
+    # when the carrier's new promise moves it a day later and the case is triaged again
+    later = PROMISED + 24 * HOUR
+    order.promised_by = later
+    apply_decision(case, BERLIN_DESK.decide(case, order, None, T1), at=T1, version=1)
+    assert BERLIN_DESK.keep_clocks(case, order, T1)
+    # then the operational clock is due at the new promise, and the change is on the timeline
+    assert case.clocks["operational"].due_at == later
+    assert case.pending[-1].kind == "clock_changed"
+    assert case.pending[-1].detail == {"clock": "operational", "due_at": later.isoformat()}
+    # and the other clocks keep their due times
+    assert case.clocks["first_touch"].due_at == STARTED["first_touch"]
+
+
+def test_a_dispute_due_date_without_a_zone_is_taken_as_utc():
+    # given a chargeback whose processor gave its due date without a time zone
+    order = OrderView(ref="1001")
+    case = Case.open(
+        order_ref="1001",
+        category=Category.CHARGEBACK,
+        opened_at=T0,
+        opened_by="psp:d",
+        hold_type=None,
+        recorded_at=T0,
+        data={"due_by": "2026-11-30T12:00:00"},
+    )
+    # when it is triaged
+    decision = BERLIN_DESK.decide(case, order, None, T0)
+    # then its deadline is two days before the due date, in UTC, and the clocks can start
+    assert decision.deadline == utc(11, 28, 12)
+    apply_decision(case, decision, at=T0, version=1)
+    assert BERLIN_DESK.keep_clocks(case, order, T0)
+    assert case.clocks["operational"].due_at == utc(11, 28, 12)

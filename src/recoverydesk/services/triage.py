@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -139,7 +139,7 @@ class Triage:
         moment: datetime | None
         if sla.deadline is Deadline.DISPUTE_DUE:
             due = case.data.get("due_by")
-            moment = datetime.fromisoformat(due) if isinstance(due, str) else None
+            moment = _aware(due) if isinstance(due, str) else None
         elif sla.deadline is Deadline.PROMISED_BY:
             moment = order.promised_by
         elif sla.deadline is Deadline.SHIP_BY:
@@ -163,6 +163,7 @@ class Triage:
                 clock = case.clocks.get(name)
                 changed |= bool(clock and clock.stop(case.first_touched_at, self.calendar))
         changed |= self._first_touch_target(case, now)
+        changed |= self._follow_deadline(case, now)
         waiting = case.status is CaseStatus.WAITING_CUSTOMER
         for clock in case.clocks.values():
             moved = clock.pause(now, self.calendar) if waiting else clock.resume(now, self.calendar)
@@ -197,6 +198,21 @@ class Triage:
                 )
                 started = True
         return started
+
+    def _follow_deadline(self, case: Case, now: datetime) -> bool:
+        """The operational clock runs to the order's current deadline: a moved ship cutoff or
+        promised date moves it (stages already fired stay fired)."""
+        clock = case.clocks.get(ClockName.OPERATIONAL)
+        if clock is None or clock.stopped_at is not None or case.deadline is None:
+            return False
+        target = max(case.deadline - clock.started_at, timedelta(0))
+        if target == clock.target:
+            return False
+        clock.target = target
+        clock.due_at = clock.moment(Stage.BREACH, self.calendar)
+        detail = {"clock": clock.name.value, "due_at": case.deadline.isoformat()}
+        case.record(now, "clock_changed", "triage", detail)
+        return True
 
     def _first_touch_target(self, case: Case, now: datetime) -> bool:
         """A raised priority shortens the running first-touch clock."""
@@ -322,6 +338,15 @@ def _order_context(order: OrderView, now: datetime) -> dict[str, Any]:
             _hours(order.promised_by - now) if order.promised_by else NO_DEADLINE_HOURS
         ),
     }
+
+
+def _aware(text: str) -> datetime | None:
+    """A date-time from event data; one without a zone is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _hours(span: timedelta) -> float:
