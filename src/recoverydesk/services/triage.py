@@ -47,12 +47,22 @@ class CompiledRule:
     rule: Rule
     program: Any
 
-    def matches(self, context: Mapping[str, Any]) -> bool:
+    def matches(self, context: Any) -> bool:
+        """Whether the rule holds in ``context`` (a ``cel_context``; a plain mapping works too)."""
         try:
-            return self.program.execute(dict(context)) is True
+            return self.program.execute(context) is True
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             log.warning("rule failed to evaluate", rule=self.rule.name, error=str(error))
             return False
+
+
+def cel_context(values: Mapping[str, Any]) -> Any:
+    """The variables converted to CEL once, so every rule of one decision reuses them (the
+    conversion costs far more than evaluating a rule)."""
+    context = cel.Context()
+    for name, value in values.items():
+        context.add_variable(name, value)
+    return context
 
 
 def _compile(rules: tuple[Rule, ...]) -> list[CompiledRule]:
@@ -78,7 +88,7 @@ class MerchantCaseRules:
         if not self._openers:
             return []
         blank = Case(order_ref=order.ref, category="", opened_at=event.occurred_at, opened_by="")
-        context = rule_context(blank, order, event, event.occurred_at, self._policy)
+        context = cel_context(rule_context(blank, order, event, event.occurred_at, self._policy))
         return [(o.rule.then, o.rule.name) for o in self._openers if o.matches(context)]
 
     def closes(self, event: CanonicalEvent) -> list[Closure]:
@@ -100,7 +110,7 @@ class Triage:
     def decide(
         self, case: Case, order: OrderView, event: CanonicalEvent | None, now: datetime
     ) -> Decision:
-        context = rule_context(case, order, event, now, self.policy)
+        context = cel_context(rule_context(case, order, event, now, self.policy))
         rules: dict[str, str] = {}
         priority = self.policy.rules.priority_default
         for compiled in self._priority:
@@ -123,7 +133,7 @@ class Triage:
             revenue_at_risk=revenue_at_risk(order.value, str(case.category), self._likelihood),
         )
 
-    def _route(self, case: Case, context: Mapping[str, Any], rules: dict[str, str]) -> str:
+    def _route(self, case: Case, context: Any, rules: dict[str, str]) -> str:
         if case.queue is not None:
             return case.queue
         for compiled in self._routing:
