@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, u
 
 from recoverydesk.domain.cases import Case, CaseStatus, Outcome, ReasonCode, category_of
 from recoverydesk.domain.sla import SlaClock
-from recoverydesk.persistence.tables import OPEN_STATUSES, case_timeline, cases
+from recoverydesk.persistence.tables import case_timeline, cases, is_open
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ class SqlCaseStore:
             cases.c.merchant_id == merchant_id, cases.c.order_ref.in_(list(refs))
         )
         if open_only:
-            query = query.where(cases.c.status.in_(OPEN_STATUSES))
+            query = query.where(is_open(cases.c.status))
         for row in self._db.execute(query.order_by(cases.c.id)):
             found[row.order_ref].append(_case(row))
         return found
@@ -133,7 +133,7 @@ class SqlCaseStore:
             if value is not None:
                 query = query.where(column == value)
         if filters.open_only:
-            query = query.where(cases.c.status.in_(OPEN_STATUSES))
+            query = query.where(is_open(cases.c.status))
         total = self._db.execute(select(func.count()).select_from(query.subquery())).scalar_one()
         page = query.order_by(*_ORDER[filters.sort]).limit(filters.limit)
         rows = self._db.execute(page.offset(filters.offset))
@@ -150,7 +150,7 @@ class SqlCaseStore:
         open_in_queue = and_(
             cases.c.merchant_id == merchant_id,
             cases.c.queue == queue,
-            cases.c.status.in_(OPEN_STATUSES),
+            is_open(cases.c.status),
         )
         load = self._db.execute(
             select(cases.c.owner, func.count())
@@ -170,7 +170,7 @@ class SqlCaseStore:
         """Open cases by merchant and category, for the metrics endpoint."""
         query = (
             select(cases.c.merchant_id, cases.c.category, func.count())
-            .where(cases.c.status.in_(OPEN_STATUSES))
+            .where(is_open(cases.c.status))
             .group_by(cases.c.merchant_id, cases.c.category)
         )
         return [(int(m), str(c), int(n)) for m, c, n in self._db.execute(query)]

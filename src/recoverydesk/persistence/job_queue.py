@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
 from recoverydesk.persistence.database import upsert_insert
 from recoverydesk.persistence.tables import job_attempts, jobs
@@ -46,17 +46,25 @@ class SqlJobQueue:
         )
         self._db.execute(stmt, rows)
 
-    def claim(self, *, now: datetime, worker: str, lease: timedelta, limit: int) -> list[Job]:
-        self._bury_exhausted(now)
-        expired = and_(jobs.c.status == RUNNING, jobs.c.lease_until < now)
-        due = (
-            select(jobs.c.id)
-            .where(or_(and_(jobs.c.status == PENDING, jobs.c.due_at <= now), expired))
+    def _claimable(self, condition: ColumnElement[bool], limit: int) -> list[tuple[datetime, int]]:
+        query = (
+            select(jobs.c.due_at, jobs.c.id)
+            .where(condition)
             .order_by(jobs.c.due_at, jobs.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        ids = list(self._db.execute(due).scalars())
+        return [(row.due_at, row.id) for row in self._db.execute(query)]
+
+    def claim(self, *, now: datetime, worker: str, lease: timedelta, limit: int) -> list[Job]:
+        self._bury_exhausted(now)
+        # Two index-ordered, limited reads rather than one with an OR: with a backlog, the OR made
+        # both databases gather and sort every due job on each claim.
+        candidates = self._claimable(and_(jobs.c.status == PENDING, jobs.c.due_at <= now), limit)
+        candidates += self._claimable(
+            and_(jobs.c.status == RUNNING, jobs.c.lease_until < now), limit
+        )
+        ids = [job_id for _, job_id in sorted(candidates)[:limit]]
         if not ids:
             return []
         self._db.execute(

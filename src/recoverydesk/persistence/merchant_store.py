@@ -18,9 +18,15 @@ def _merchant(row: Row[Any]) -> Merchant:
     )
 
 
+# A stored configuration version never changes, so a process keeps what it read, per database.
+# Adding a merchant forgets that database's entries (a database made again under the same URL).
+_CONFIGS: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 class SqlMerchantStore:
     def __init__(self, connection: Connection) -> None:
         self._db = connection
+        self._where = connection.engine.url.render_as_string(hide_password=True)
 
     def by_name(self, name: str) -> Merchant | None:
         row = self._db.execute(select(merchants).where(merchants.c.name == name)).first()
@@ -31,6 +37,8 @@ class SqlMerchantStore:
         return _merchant(row) if row else None
 
     def add(self, name: str, *, time_zone: str, now: datetime) -> Merchant:
+        for key in [key for key in _CONFIGS if key[0] == self._where]:
+            del _CONFIGS[key]
         if self.by_name(name) is not None:
             raise Conflict(f"merchant {name!r} exists already", code="merchant_exists")
         new_id = self._db.execute(
@@ -77,6 +85,16 @@ class SqlMerchantStore:
         return version
 
     def config(self, merchant_id: int, version: int | None = None) -> dict[str, Any] | None:
+        """The settings of one version (the latest when None); the same object on every read
+        of a version in this process."""
+        if version is not None and (self._where, merchant_id, version) in _CONFIGS:
+            return _CONFIGS[(self._where, merchant_id, version)]
+        found = self._read_config(merchant_id, version)
+        if version is not None and found is not None:
+            _CONFIGS[(self._where, merchant_id, version)] = found
+        return found
+
+    def _read_config(self, merchant_id: int, version: int | None) -> dict[str, Any] | None:
         query = select(merchant_configs.c.settings).where(
             merchant_configs.c.merchant_id == merchant_id
         )

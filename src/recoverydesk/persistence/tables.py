@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
@@ -14,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     text,
 )
 
@@ -115,6 +119,19 @@ orders = Table(
 
 FAR_FUTURE = "9999-12-31T00:00:00.000000Z"  # the sort key of a case with no operational deadline
 OPEN_STATUSES = ("new", "triaged", "in_progress", "waiting_customer", "waiting_partner")
+
+
+def is_open(status: Any) -> ColumnElement[bool]:
+    """``status IN (...)`` with the statuses written into the SQL, not bound: SQLite uses a
+    partial index only when it can see that the query implies the index's own condition."""
+    return cast(
+        "ColumnElement[bool]",
+        status.in_(
+            bindparam("open_statuses", list(OPEN_STATUSES), expanding=True, literal_execute=True)
+        ),
+    )
+
+
 _open_case = "status IN ('new', 'triaged', 'in_progress', 'waiting_customer', 'waiting_partner')"
 
 cases = Table(
@@ -162,6 +179,22 @@ cases = Table(
         "id",
         sqlite_where=text(_open_case),
         postgresql_where=text(_open_case),
+    ),
+    Index(
+        "ix_cases_open_owner",
+        "merchant_id",
+        "queue",
+        "owner",
+        sqlite_where=text(_open_case),
+        postgresql_where=text(_open_case),
+    ),
+    Index(
+        "ix_cases_last_owner",
+        "merchant_id",
+        "queue",
+        "id",
+        sqlite_where=text("owner IS NOT NULL"),
+        postgresql_where=text("owner IS NOT NULL"),
     ),
     Index(
         "uq_cases_one_open_per_category",

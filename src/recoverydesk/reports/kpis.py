@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from recoverydesk.domain.cases import PRE_FULFILMENT, SAVED_OUTCOMES
-from recoverydesk.persistence.tables import OPEN_STATUSES, cases, orders
+from recoverydesk.persistence.tables import cases, is_open, orders
 
 AT_RISK = sorted(c.value for c in PRE_FULFILMENT)
 SAVED = sorted(o.value for o in SAVED_OUTCOMES)
@@ -111,7 +111,7 @@ def _backlog(db: Connection, merchant_id: int, at: datetime) -> dict[str, Any]:
         select(cases.c.category, cases.c.opened_at).where(
             cases.c.merchant_id == merchant_id,
             cases.c.opened_at <= at,
-            cases.c.status.in_(OPEN_STATUSES),
+            is_open(cases.c.status),
         )
     ).all()
     by_age: dict[str, int] = {label: 0 for _, label in AGE_BUCKETS} | {">72h": 0}
@@ -140,7 +140,7 @@ def _revenue_at_risk(db: Connection, merchant_id: int, at: datetime) -> list[dic
         .where(
             cases.c.merchant_id == merchant_id,
             cases.c.category.in_(AT_RISK),
-            cases.c.status.in_(OPEN_STATUSES),
+            is_open(cases.c.status),
             cases.c.opened_at <= at,
         )
         .distinct()

@@ -8,8 +8,6 @@ clocks; ``stage_timers`` asks for a timer at every stage a running clock has not
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -380,24 +378,29 @@ def _any(results: Any) -> bool:
     return any(list(results))
 
 
-_COMPILED: dict[str, Triage] = {}
+_COMPILED: dict[int, tuple[object, Triage]] = {}
+_DEFAULT: list[Triage] = []
 
 
 def triage_for(uow: UnitOfWork, merchant: Merchant) -> Triage:
-    """The merchant's policy at its current configuration version, compiled once per content
-    (one process may serve several databases: tests, replays)."""
+    """The merchant's policy at its current configuration version, compiled once per stored
+    version (the store hands out the same settings object for a version; one process may serve
+    several databases: tests, replays)."""
     from recoverydesk.services.merchants import settings_from_stored
 
-    stored = uow.merchants.config(merchant.id, merchant.config_version or None)
     version = merchant.config_version or None
-    key = hashlib.sha256(json.dumps([version, stored], sort_keys=True).encode()).hexdigest()
-    found = _COMPILED.get(key)
-    if found is None:
-        found = Triage(settings_from_stored(stored), version)
+    stored = uow.merchants.config(merchant.id, version) if version else None
+    if stored is None:
+        if not _DEFAULT:
+            _DEFAULT.append(Triage(settings_from_stored(None), None))
+        return _DEFAULT[0]
+    entry = _COMPILED.get(id(stored))
+    if entry is None or entry[0] is not stored:
         if len(_COMPILED) > 256:
             _COMPILED.clear()
-        _COMPILED[key] = found
-    return found
+        entry = (stored, Triage(settings_from_stored(stored), version))
+        _COMPILED[id(stored)] = entry
+    return entry[1]
 
 
 def run_triage(
