@@ -6,7 +6,6 @@ Line numbers are counted by hand in each snippet (the first line is line 1).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from textwrap import dedent
@@ -236,6 +235,28 @@ def test_a_missing_or_empty_file_gets_the_defaults():
 # --- mistakes ------------------------------------------------------------------------------------
 
 MISTAKES = [
+    pytest.param(
+        """\
+        merchant: acme
+        calendar:
+          time_zone: Europe/Berlin
+          hours:
+            mon: ["09:00-17:00"]
+          holidays_country: XX
+        """,
+        6,
+        "calendar.holidays_country: unknown holidays country 'XX'",
+        id="unknown-holidays-country",
+    ),
+    pytest.param(
+        """\
+        merchant: acme
+        time_zone: Europe/Atlantis
+        """,
+        2,
+        "time_zone: unknown time zone 'Europe/Atlantis'",
+        id="unknown-merchant-time-zone",
+    ),
     pytest.param(
         """\
         merchant: acme
@@ -618,55 +639,9 @@ def test_each_mistake_is_refused_naming_file_line_and_field(text, line, says):
     assert raised.value.code == "invalid_config"
 
 
-# KNOWN GAP: these two are reported at the section's (or the file's first) line, not the
-# mistake's: the holidays check (services/calendars.py) does not start its message with the
-# field's path, and the merchant's time zone is checked as the copy MerchantSettings puts in
-# the default calendar (services/merchants.py). Only the file and the field text are asserted
-# until the line lookup points at the mistake.
-SECTION_LINE_ONLY = [
-    pytest.param(
-        """\
-        merchant: acme
-        calendar:
-          time_zone: Europe/Berlin
-          hours:
-            mon: ["09:00-17:00"]
-          holidays_country: XX
-        """,
-        "calendar",
-        "unknown holidays country 'XX'",
-        id="unknown-holidays-country",  # reported at line 2 (calendar:), the mistake is on 6
-    ),
-    pytest.param(
-        """\
-        merchant: acme
-        time_zone: Europe/Atlantis
-        """,
-        # the zone is copied into the default calendar first, so the error names
-        # calendar.time_zone (not in the file) at line 1; the mistake is time_zone on line 2
-        "time_zone",
-        "unknown time zone 'Europe/Atlantis'",
-        id="unknown-merchant-time-zone",
-    ),
-]
-
-
-@pytest.mark.parametrize(("text", "field", "says"), SECTION_LINE_ONLY)
-def test_whole_file_mistakes_are_refused_naming_file_and_field(text, field, says):
-    # given a file with one mistake found by a whole-file check
-    # when it is parsed
-    with pytest.raises(InvalidConfig) as raised:
-        parse_settings(dedent(text), SOURCE)
-    # then the error names the file, a line and the field (the line is not yet the mistake's)
-    message = raised.value.message
-    assert re.match(rf"{re.escape(SOURCE)}:\d+: ", message), message
-    assert field in message
-    assert says in message
-
-
 def test_the_mistakes_cover_the_kinds_the_desk_promises():
     # given the tables of mistakes
-    kinds = {p.id for p in MISTAKES} | {p.id for p in SECTION_LINE_ONLY}
+    kinds = {p.id for p in MISTAKES}
     # then at least twelve distinct kinds are refused, these among them
     assert len(kinds) >= 12
     assert {

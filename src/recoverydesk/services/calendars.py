@@ -82,10 +82,16 @@ class CalendarSpec(BaseModel):
 
     @model_validator(mode="after")
     def _known_holidays(self) -> Self:
-        country_holidays(self.holidays_country, self.holidays_subdivision)
+        """Messages start with the field's name, so a file's error points at its line."""
+        try:
+            country_holidays(self.holidays_country, self.holidays_subdivision)
+        except ValueError as error:
+            field = "holidays_subdivision" if "subdivision" in str(error) else "holidays_country"
+            raise ValueError(f"{field}: {error}") from None
         both = sorted(set(self.extra_holidays) & set(self.working_days))
         if both:
-            raise ValueError(f"{both[0].isoformat()} is both an extra holiday and a working day")
+            day = both[0].isoformat()
+            raise ValueError(f"working_days: {day} is both an extra holiday and a working day")
         return self
 
 

@@ -44,7 +44,8 @@ class MerchantSettings(Policy):
     @model_validator(mode="before")
     @classmethod
     def _calendar_in_merchant_zone(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "calendar" not in data and "time_zone" in data:
+        zone = data.get("time_zone") if isinstance(data, dict) else None
+        if isinstance(data, dict) and "calendar" not in data and _is_zone(zone):
             hours = DEFAULT_CALENDAR_SPEC.hours
             return {**data, "calendar": {"time_zone": data["time_zone"], "hours": hours}}
         return data
@@ -57,6 +58,17 @@ class MerchantSettings(Policy):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+
+def _is_zone(name: object) -> bool:
+    """A known time zone (an unknown one is reported at its own line by the field's check)."""
+    if not isinstance(name, str):
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def settings_from_stored(stored: dict[str, Any] | None) -> MerchantSettings:
