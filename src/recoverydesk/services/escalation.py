@@ -108,30 +108,29 @@ def _notifications(
         f"(due {record['due_at']}). Owner: {case.owner or 'nobody'}."
     )
     facts = {**record, "case_id": case.id, "order_ref": case.order_ref, "merchant": merchant.name}
-    note = {"key": record["key"], "subject": subject, "body": body, "facts": facts}
+    note: dict[str, object] = {
+        "key": record["key"],
+        "subject": subject,
+        "body": body,
+        "facts": facts,
+    }
+    now = datetime.fromisoformat(record["fired_at"])
     jobs = []
     if contact.email:
-        jobs.append(_job(merchant, NOTIFY_EMAIL, "email", {**note, "recipients": [contact.email]}))
+        email: dict[str, object] = {**note, "recipients": [contact.email]}
+        jobs.append(_job(merchant, NOTIFY_EMAIL, "email", email, now))
     urls = {u for u in (triage.policy.escalation.chat_webhook, contact.chat_webhook) if u}
     for url in sorted(urls):
-        jobs.append(_job(merchant, NOTIFY_CHAT, f"chat:{url}", {**note, "url": url}))
+        jobs.append(_job(merchant, NOTIFY_CHAT, f"chat:{url}", {**note, "url": url}, now))
     return jobs
 
 
-def _job(merchant: Merchant, kind: str, channel: str, payload: dict[str, object]) -> JobRequest:
-    return JobRequest(
-        merchant_id=merchant.id,
-        kind=kind,
-        key=f"notify:{channel}:{payload['key']}",
-        due_at=_now_of(payload),
-        payload=payload,
-    )
-
-
-def _now_of(payload: dict[str, object]) -> datetime:
-    facts = payload["facts"]
-    assert isinstance(facts, dict)
-    return datetime.fromisoformat(str(facts["fired_at"]))
+def _job(
+    merchant: Merchant, kind: str, channel: str, payload: dict[str, object], now: datetime
+) -> JobRequest:
+    """A notification sent after commit, keyed by its escalation and channel."""
+    key = f"notify:{channel}:{payload['key']}"
+    return JobRequest(merchant_id=merchant.id, kind=kind, key=key, due_at=now, payload=payload)
 
 
 def _reassign(

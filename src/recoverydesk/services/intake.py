@@ -17,6 +17,7 @@ import structlog
 
 from recoverydesk.domain.casebook import CaseRules, Episode, fold, step, sync_cases
 from recoverydesk.domain.cases import Case
+from recoverydesk.domain.drift import CHECK_JOB, due_checks
 from recoverydesk.domain.events import CanonicalEvent
 from recoverydesk.domain.orders import OrderView
 from recoverydesk.services.clock import Clock
@@ -134,7 +135,7 @@ def _fold_into_orders(
     report.cases_closed = sum(1 for case in changed if not case.is_open)
     uow.orders.save(merchant.id, list(orders.values()), at=now)
     uow.cases.save(merchant.id, changed)
-    timers = _ship_by_timers(merchant, orders, ship_by_before, uow)
+    timers = _order_timers(merchant, orders, ship_by_before, uow)
     calendar = triage_for(uow, merchant).calendar
     for case in clocked:
         timers += stage_timers(merchant.id, case, calendar)
@@ -174,7 +175,7 @@ def _refold(
     return order, cases + sync_cases(ref, episodes, cases, at=now)
 
 
-def _ship_by_timers(
+def _order_timers(
     merchant: Merchant,
     orders: dict[str, OrderView],
     before: dict[str, datetime | None],
@@ -182,8 +183,6 @@ def _ship_by_timers(
 ) -> list[JobRequest]:
     """A timer at each new ship-by time of an order that has not shipped yet, and one for each
     timed drift rule the order needs (``domain.drift.due_checks``; a repeated key is ignored)."""
-    from recoverydesk.domain.drift import CHECK_JOB, due_checks
-
     timers = []
     for ref, order in orders.items():
         if order.ship_by is None or order.ship_by == before.get(ref):
