@@ -196,3 +196,21 @@ def test_waiting_on_the_customer_pauses_the_sla_clock_and_the_reply_resumes_it(
     run_until(app, clock, MONDAY_0900Z + timedelta(days=3))
     assert the_case(app, merchant).escalations == []
     assert smtp_server.mailbox.deliveries == []
+
+
+def test_an_exception_settled_on_arrival_is_still_triaged_and_has_no_running_clock(
+    desk: tuple[Desk, SimulatedClock, Merchant],
+) -> None:
+    app, clock, merchant = desk
+    # given an order that has already shipped
+    ingest(app, merchant, event("wms:1", "fulfillment.shipped", MONDAY_0900Z, tracking="1Z"))
+    # when the fraud screen's hold arrives afterwards (the case closes as shipped at once)
+    later = MONDAY_0900Z + timedelta(minutes=5)
+    clock.advance_to(later)
+    ingest(app, merchant, event("risk:1", "hold.placed", later, hold_type="fraud"))
+    # then the case is closed, yet triaged into its queue with its priority, and no clock runs
+    case = the_case(app, merchant)
+    assert (case.status.value, case.outcome.value) == ("closed", "shipped")
+    assert (case.queue, case.priority) == ("pre_fulfilment", "P1")
+    assert all(not c.running for c in case.clocks.values())
+    assert case.owner is None

@@ -419,11 +419,12 @@ def run_triage(
     clocked = []
     for case in cases:
         order = orders.get(case.order_ref) or OrderView(ref=case.order_ref)
-        if case.is_open:
+        if case.is_open or case.priority is None:  # a case closed on arrival is triaged too
             _customer_answered(case, events, now)
             event = next((events[i] for i in reversed(case.event_ids) if i in events), None)
             decision = triage.decide(case, order, event, now)
             apply_decision(case, decision, at=now, version=triage.version)
+        if case.is_open:
             _assign(uow, merchant, triage=triage, case=case, state=assignment, now=now)
         if triage.keep_clocks(case, order, now):
             case.dirty = True
