@@ -17,13 +17,15 @@ from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
+from recoverydesk.sandbox.recorders import AcceptingOutside
+from recoverydesk.services import stopship
 from recoverydesk.services.clock import Clock, SystemClock
 from recoverydesk.services.escalation import HANDLERS as ESCALATION
 from recoverydesk.services.escalation import notification_handlers
 from recoverydesk.services.intake import IngestReport, ingest
 from recoverydesk.services.jobs import JobHandler, JobRunner
 from recoverydesk.services.notifications import ChatSender, EmailSender
-from recoverydesk.services.ports import IncomingEvent, Merchant
+from recoverydesk.services.ports import IncomingEvent, Merchant, OutsideSystems
 from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
 
@@ -80,8 +82,10 @@ def bootstrap(
     clock: Clock | None = None,
     email: EmailSender | None = None,
     chat: ChatSender | None = None,
+    outside: OutsideSystems | None = None,
 ) -> Desk:
-    """Wire the desk. ``email`` and ``chat`` replace the configured senders (replay records)."""
+    """Wire the desk. ``email``, ``chat`` and ``outside`` replace the configured senders and
+    the merchants' systems (replay records them; tests put emulators there)."""
     settings = settings or Settings()
     email = email or _smtp(settings)
     chat = chat or WebhookChatSender(
@@ -91,7 +95,12 @@ def bootstrap(
         settings=settings,
         engine=make_engine(settings.database_url),
         clock=clock or SystemClock(),
-        handlers={**TIMERS, **ESCALATION, **notification_handlers(email, chat)},
+        handlers={
+            **TIMERS,
+            **ESCALATION,
+            **notification_handlers(email, chat),
+            **stopship.handlers(outside or AcceptingOutside()),
+        },
     )
     desk.metrics.watch_database(desk.database_figures)
     return desk

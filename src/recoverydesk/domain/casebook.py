@@ -134,7 +134,29 @@ def closures(event: CanonicalEvent) -> list[Closure]:
     if event.type is EventType.ORDER_CANCELLED and not event.data.get("lines"):
         reason = ReasonCode.parse(event.data.get("reason_code") or event.data.get("reason"))
         return [Closure(PRE_FULFILMENT, Outcome.CANCELLED, reason)]
+    if event.type is EventType.STOPSHIP_FINISHED:
+        return _stopship_closures(event)
     return []
+
+
+_CANCEL_REQUESTS = frozenset({Category.CHANGE_REQUEST})
+_STOPSHIP_OUTCOMES = {
+    "stopped": Outcome.CANCELLED,
+    "cancelled_fraud": Outcome.CANCELLED,
+    "converted_to_return": Outcome.CONVERTED_TO_RETURN,
+    "not_stopped_shipped": Outcome.DENIED,
+}
+
+
+def _stopship_closures(event: CanonicalEvent) -> list[Closure]:
+    """A finished stop-ship workflow closes the cancel request's case; a whole-order cancel
+    closes every pre-fulfilment case, as ``order.cancelled`` does."""
+    outcome = _STOPSHIP_OUTCOMES.get(str(event.data.get("outcome")))
+    if outcome is None:
+        return []
+    reason = ReasonCode.parse(event.data.get("reason_code"))
+    whole = outcome is Outcome.CANCELLED and not event.data.get("lines")
+    return [Closure(PRE_FULFILMENT if whole else _CANCEL_REQUESTS, outcome, reason)]
 
 
 def _already_settled(order: OrderView, category: str) -> Closure | None:

@@ -56,6 +56,9 @@ class EventType(StrEnum):
     # Extension: raised by the desk itself when a timed drift rule (F3) finds its contradiction
     # still standing at its due time; ``data.rule`` names the rule, ``data.evidence`` the events.
     DRIFT_DETECTED = "drift.detected"
+    # Extension: raised by the desk when a stop-ship workflow (STOPSHIP.md) reaches its final
+    # outcome; ``data.outcome`` names it, ``data.lines`` the lines of a partial cancel.
+    STOPSHIP_FINISHED = "stopship.finished"
 
 
 class HoldType(StrEnum):

@@ -157,6 +157,8 @@ class OrderView:
     cancel_reason: str | None = None
     system_ids: dict[str, str] = field(default_factory=dict)
     tickets: list[str] = field(default_factory=list)
+    erp_status: str | None = None  # the ERP's own order status (NetSuite: pending_approval ...)
+    carrier: str | None = None
     event_count: int = 0
     last_key: tuple[datetime, str] | None = None
     evidence: OrderEvidence = field(default_factory=OrderEvidence)
@@ -266,6 +268,9 @@ def _on_fulfillment(order: OrderView, event: CanonicalEvent) -> None:
     if order.shipped and order.evidence.shipped_by is None:
         order.evidence.shipped_by = event.id
     order.fulfillment_times.setdefault(status.value, event.occurred_at)
+    carrier = event.data.get("carrier")
+    if carrier:
+        order.carrier = str(carrier).lower()
     tracking = event.data.get("tracking")
     if tracking and str(tracking) not in order.tracking:
         order.tracking.append(str(tracking))
@@ -383,6 +388,21 @@ def _on_stopship_answer(order: OrderView, event: CanonicalEvent) -> None:
         seen.stopship_answered_by, seen.stopship_answer = event.id, event.type.value
 
 
+def _on_order_facts(order: OrderView, event: CanonicalEvent) -> None:
+    status = event.data.get("erp_status")
+    if status:
+        order.erp_status = str(status)
+
+
+def _on_stopship_finished(order: OrderView, event: CanonicalEvent) -> None:
+    """The desk's stop-ship workflow cancelled the order (or the lines it names)."""
+    if event.data.get("outcome") in STOPSHIP_CANCELLED:
+        _on_cancelled(order, event)
+
+
+STOPSHIP_CANCELLED = frozenset({"stopped", "cancelled_fraud"})
+
+
 def _on_ticket(order: OrderView, event: CanonicalEvent) -> None:
     ticket = event.data.get("ticket_id")
     if ticket and str(ticket) not in order.tickets:
@@ -402,6 +422,9 @@ _HANDLERS: dict[EventType, Callable[[OrderView, CanonicalEvent], None]] = {
     EventType.CANCEL_REQUESTED: _on_cancel_requested,
     EventType.ORDER_CANCELLED: _on_cancelled,
     EventType.TICKET_CREATED: _on_ticket,
+    EventType.ORDER_PLACED: _on_order_facts,
+    EventType.ORDER_UPDATED: _on_order_facts,
+    EventType.STOPSHIP_FINISHED: _on_stopship_finished,
     EventType.RETURN_RECEIVED: _on_return_received,
     EventType.DELIVERY_EXCEPTION: _on_delivery_exception,
     EventType.STOPSHIP_ACKNOWLEDGED: _on_stopship_answer,

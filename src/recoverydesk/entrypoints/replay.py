@@ -15,7 +15,12 @@ from recoverydesk.entrypoints.terminal import progress
 from recoverydesk.reports.kpis import Period
 from recoverydesk.reports.replay_output import write_outputs
 from recoverydesk.sandbox import replay as simulation
-from recoverydesk.sandbox.recorders import RecordedActions, RecordingChat, RecordingEmail
+from recoverydesk.sandbox.recorders import (
+    RecordedActions,
+    RecordingChat,
+    RecordingEmail,
+    RecordingOutside,
+)
 from recoverydesk.services import merchants as merchant_admin
 from recoverydesk.services.clock import SimulatedClock
 from recoverydesk.services.intake import IngestReport
@@ -63,6 +68,7 @@ def run_replay(events: Path, *, out: Path, config: Path | None, until: str | Non
             clock=clock,
             email=RecordingEmail(recorded),
             chat=RecordingChat(recorded),
+            outside=RecordingOutside(recorded),
         )
         try:
             desk.upgrade()

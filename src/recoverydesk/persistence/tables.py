@@ -258,3 +258,76 @@ job_attempts = Table(
     Column("error", Text),
     UniqueConstraint("job_id", "attempt", name="uq_job_attempts_attempt"),
 )
+
+# The stop-ship workflows (STOPSHIP.md). ``state`` is the whole workflow; the columns beside it
+# are what queries and the one-open-workflow-per-order rule need.
+cancellations = Table(
+    "cancellations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("order_ref", String(200), nullable=False),
+    Column("case_id", ForeignKey("cases.id")),
+    Column("stage", String(20), nullable=False),
+    Column("outcome", String(30)),
+    Column("requested_by", String(10), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("final_outcome_at", UTCDateTime),
+    Column("state", JSONDoc, nullable=False),
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_cancellations_order", "merchant_id", "order_ref"),
+    Index("ix_cancellations_case", "merchant_id", "case_id"),
+    Index(
+        "uq_cancellations_one_open_per_order",
+        "merchant_id",
+        "order_ref",
+        unique=True,
+        sqlite_where=text("stage <> 'done'"),
+        postgresql_where=text("stage <> 'done'"),
+    ),
+)
+
+# The refund ledger: every void, refund and authorization reduction the desk reserved or sent.
+# ``key`` is the idempotency key of the intent: unique, so one intent is one refund.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("order_ref", String(200), nullable=False),
+    Column("kind", String(24), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("case_id", ForeignKey("cases.id")),
+    Column("cancellation_id", ForeignKey("cancellations.id")),
+    Column("reference", String(200)),
+    Column("confirmed_by", String(200)),
+    Column("detail", JSONDoc, nullable=False, server_default="{}"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("merchant_id", "key", name="uq_ledger_entries_key"),
+    Index("ix_ledger_entries_order", "merchant_id", "order_ref"),
+)
+
+# Every command the desk sent to an outside system, with its idempotency key and answer.
+outbound_calls = Table(
+    "outbound_calls",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("order_ref", String(200)),
+    Column("system", String(20), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("params", JSONDoc, nullable=False),
+    Column("result", String(12), nullable=False),
+    Column("answer", JSONDoc, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_outbound_calls_order", "merchant_id", "order_ref", "id"),
+    Index("ix_outbound_calls_key", "merchant_id", "key"),
+)

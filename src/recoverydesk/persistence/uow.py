@@ -13,6 +13,11 @@ from recoverydesk.persistence.event_store import SqlEventStore
 from recoverydesk.persistence.job_queue import SqlJobQueue
 from recoverydesk.persistence.merchant_store import SqlMerchantStore
 from recoverydesk.persistence.order_store import SqlOrderStore
+from recoverydesk.persistence.stopship_store import (
+    SqlCancellationStore,
+    SqlLedger,
+    SqlOutboundLog,
+)
 from recoverydesk.services.ports import TransientConflict
 
 
@@ -22,6 +27,9 @@ class SqlUnitOfWork:
     cases: SqlCaseStore
     jobs: SqlJobQueue
     merchants: SqlMerchantStore
+    cancellations: SqlCancellationStore
+    ledger: SqlLedger
+    outbound: SqlOutboundLog
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine, self._read_only = engine, read_only
@@ -39,6 +47,9 @@ class SqlUnitOfWork:
         self.cases = SqlCaseStore(connection)
         self.jobs = SqlJobQueue(connection)
         self.merchants = SqlMerchantStore(connection)
+        self.cancellations = SqlCancellationStore(connection)
+        self.ledger = SqlLedger(connection)
+        self.outbound = SqlOutboundLog(connection)
         return self
 
     def commit(self) -> None:

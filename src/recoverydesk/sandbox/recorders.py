@@ -6,6 +6,7 @@ from typing import Any
 
 from recoverydesk.services.clock import Clock
 from recoverydesk.services.notifications import Notification
+from recoverydesk.services.ports import OutsideAnswer, OutsideCommand
 
 
 class RecordedActions:
@@ -63,3 +64,29 @@ class RecordingChat:
             stage=notification.facts.get("stage"),
             clock=notification.facts.get("clock"),
         )
+
+
+class RecordingOutside:
+    """The outside systems in replay: every command is accepted and recorded; nothing answers
+    on its own (an acknowledgment, a refund, a shipment comes only from the stream)."""
+
+    def __init__(self, actions: RecordedActions) -> None:
+        self._actions = actions
+
+    def send(self, command: OutsideCommand) -> OutsideAnswer:
+        self._actions.record(
+            system=command.system,
+            action=command.action,
+            order_ref=command.order_ref,
+            key=command.key,
+            **command.params,
+        )
+        return OutsideAnswer(accepted=True)
+
+
+class AcceptingOutside:
+    """The outside systems until a merchant's connectors are configured: every command is
+    accepted (and logged in ``outbound_calls`` by the desk), nothing is sent anywhere."""
+
+    def send(self, command: OutsideCommand) -> OutsideAnswer:
+        return OutsideAnswer(accepted=True, facts={"sandbox": True})

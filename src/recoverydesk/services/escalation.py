@@ -84,6 +84,19 @@ def _fire(
     return _notifications(merchant, triage, case, record, contact)
 
 
+def escalate_to_lead(
+    merchant: Merchant, triage: Triage, case: Case, record: dict[str, str]
+) -> list[JobRequest]:
+    """Escalate a case to the ops lead outside the SLA clocks (a stop-ship exception ...):
+    on the case's escalations and timeline, and notified by email and chat."""
+    contact = triage.policy.escalation.ops_lead
+    record = {**record, "to": contact.name}
+    case.escalations.append(record)
+    case.record(datetime.fromisoformat(record["fired_at"]), "escalated", SYSTEM, record)
+    log.info("case escalated", merchant=merchant.name, case_id=case.id, **record)
+    return _notifications(merchant, triage, case, record, contact)
+
+
 def _contact(triage: Triage, case: Case, stage: Stage) -> Contact:
     escalation = triage.policy.escalation
     if stage is Stage.WARNING:

@@ -20,6 +20,7 @@ from recoverydesk.domain.cases import Case
 from recoverydesk.domain.drift import CHECK_JOB, due_checks
 from recoverydesk.domain.events import CanonicalEvent
 from recoverydesk.domain.orders import OrderView
+from recoverydesk.services import stopship
 from recoverydesk.services.clock import Clock
 from recoverydesk.services.ports import (
     IncomingEvent,
@@ -140,6 +141,7 @@ def _fold_into_orders(
     for case in clocked:
         timers += stage_timers(merchant.id, case, calendar)
     uow.jobs.enqueue(timers, now=now)
+    stopship.on_intake(uow, merchant, orders=orders, fresh=fresh, cases=changed, now=now)
     for case in changed:
         log.info(
             "case opened" if id(case) in new else "case changed",

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -22,7 +23,25 @@ from recoverydesk.services.ports import Job, UnitOfWork, UnitOfWorkFactory
 
 log = structlog.get_logger("recoverydesk.jobs")
 
-JobHandler = Callable[[UnitOfWork, Job, datetime], None]
+
+@runtime_checkable
+class OutsideStep(Protocol):
+    """A job that calls an outside system. The call is made with no transaction open (an HTTP
+    call must not hold the database's write lock): ``prepare`` reads what the call needs,
+    ``call`` makes it, ``record`` writes what came back in the unit of work that completes the
+    job. A worker that dies after the call and before the record leaves the job to be retried:
+    the call is repeated with the same idempotency key, which the outside system honours."""
+
+    def prepare(self, uow: UnitOfWork, job: Job, now: datetime) -> Any: ...
+
+    def call(self, prepared: Any) -> Any: ...
+
+    def record(
+        self, uow: UnitOfWork, job: Job, prepared: Any, result: Any, now: datetime
+    ) -> None: ...
+
+
+JobHandler = Callable[[UnitOfWork, Job, datetime], None] | OutsideStep
 
 
 class LeaseLost(DeskError):
@@ -91,6 +110,8 @@ class JobRunner:
             handler = self._handlers.get(job.kind)
             if handler is None:
                 raise DeskError(f"no handler for job kind {job.kind!r}", code="unknown_job")
+            if isinstance(handler, OutsideStep):
+                handler = self._call_outside(handler, job, started)
             with self._uow_factory() as uow:
                 handler(uow, job, started)
                 if not uow.jobs.complete(job, now=self._clock.now()):
@@ -109,6 +130,18 @@ class JobRunner:
         stats.done += 1
         bound.info("job done")
         self._finish(job, "done", lag)
+
+    def _call_outside(
+        self, step: OutsideStep, job: Job, started: datetime
+    ) -> Callable[[UnitOfWork, Job, datetime], None]:
+        with self._uow_factory() as uow:  # a short read; nothing is written, nothing held
+            prepared = step.prepare(uow, job, started)
+        result = step.call(prepared)
+
+        def record(uow: UnitOfWork, job: Job, now: datetime) -> None:
+            step.record(uow, job, prepared, result, self._clock.now())
+
+        return record
 
     def _record_failure(self, job: Job, error: Exception, stats: RunStats) -> None:
         now = self._clock.now()

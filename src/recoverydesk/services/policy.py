@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from recoverydesk.domain.cases import Category, Outcome, ReasonCode
 from recoverydesk.domain.events import EventType
+from recoverydesk.domain.stopship import RefundOn
 from recoverydesk.domain.triage import LOSS_LIKELIHOOD, Classification, Priority
 from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC, CalendarSpec
 
@@ -368,6 +369,26 @@ class DriftLimits(Strict):
     refund_after_cancel_within: timedelta = timedelta(hours=24)
 
 
+class StopShipSettings(Strict):
+    """The stop-ship workflow (STOPSHIP.md): acknowledgment windows in business hours, how old
+    the desk's fulfilment state may be before the 3PL is asked, and what happens when the order
+    shipped before the stop."""
+
+    ack_window_picking: timedelta = timedelta(hours=1)
+    ack_window_packed: timedelta = timedelta(hours=2)
+    state_fresh_for: timedelta = timedelta(minutes=15)
+    convert_shipped_to_return: bool = True
+    refund_on: RefundOn = RefundOn.RETURN_RECEIVED
+    intercept_carriers: tuple[str, ...] = ()
+
+    @field_validator("ack_window_picking", "ack_window_packed", "state_fresh_for")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+
 class Thresholds(Strict):
     high_value: Annotated[Decimal, Field(ge=0, max_digits=18)] = Decimal("500")
     payment_recovery_hours: Annotated[int, Field(ge=1, le=24 * 60)] = 72
@@ -409,6 +430,7 @@ class Policy(Strict):
     escalation: Escalation = Escalation()
     marketplace: Marketplace = Marketplace()
     drift: DriftLimits = DriftLimits()
+    stopship: StopShipSettings = StopShipSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -12,8 +12,11 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from recoverydesk.domain.cases import Case
+from recoverydesk.domain.errors import DeskError
 from recoverydesk.domain.events import CanonicalEvent
+from recoverydesk.domain.ledger import LedgerEntry
 from recoverydesk.domain.orders import OrderView
+from recoverydesk.domain.stopship import Cancellation
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,84 @@ class MerchantStore(Protocol):
     def token_owner(self, token_hash: str) -> tuple[Merchant, str] | None: ...
 
 
+class CancellationStore(Protocol):
+    def open_for_order(self, merchant_id: int, ref: str) -> Cancellation | None:
+        """The order's open workflow, locked for this unit of work."""
+
+    def open_for_orders(self, merchant_id: int, refs: Sequence[str]) -> dict[str, Cancellation]: ...
+
+    def lock(self, merchant_id: int, cancellation_id: int) -> Cancellation | None: ...
+
+    def for_case(self, merchant_id: int, case_id: int) -> list[Cancellation]: ...
+
+    def for_order(self, merchant_id: int, ref: str) -> list[Cancellation]: ...
+
+    def save(self, merchant_id: int, c: Cancellation, *, now: datetime) -> None:
+        """Insert (assigning the id) or update, refusing a stale version."""
+
+
+class Ledger(Protocol):
+    def for_order(self, merchant_id: int, ref: str) -> list[LedgerEntry]: ...
+
+    def by_key(self, merchant_id: int, key: str) -> LedgerEntry | None: ...
+
+    def reserve(self, merchant_id: int, entry: LedgerEntry) -> LedgerEntry:
+        """Insert a pending entry; a second entry with the same key is refused."""
+
+    def update(
+        self, merchant_id: int, entries: Sequence[LedgerEntry], *, now: datetime
+    ) -> None: ...
+
+
+class OutboundLog(Protocol):
+    def record(
+        self,
+        merchant_id: int,
+        *,
+        order_ref: str | None,
+        system: str,
+        action: str,
+        key: str,
+        params: dict[str, Any],
+        result: str,
+        answer: dict[str, Any],
+        at: datetime,
+    ) -> None: ...
+
+    def for_order(self, merchant_id: int, ref: str) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideCommand:
+    """A command to a merchant's system: a warehouse hold, an ERP update, a refund ..."""
+
+    merchant_id: int
+    order_ref: str | None
+    system: str
+    action: str
+    key: str  # the idempotency key: the same command sent twice is done once
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OutsideAnswer:
+    accepted: bool
+    reference: str | None = None  # the system's own id (a refund id, a ticket comment id)
+    facts: dict[str, Any] = field(default_factory=dict)  # e.g. the warehouse's order status
+    message: str | None = None  # why it was refused
+
+
+class OutsideSystems(Protocol):
+    def send(self, command: OutsideCommand) -> OutsideAnswer:
+        """Send one command; raise ``OutsideUnavailable`` when it should be retried later."""
+
+
+class OutsideUnavailable(DeskError):
+    """The outside system could not be reached or answered with a temporary error."""
+
+    code = "outside_unavailable"
+
+
 class UnitOfWork(Protocol):
     @property
     def events(self) -> EventStore: ...
@@ -147,6 +228,15 @@ class UnitOfWork(Protocol):
 
     @property
     def merchants(self) -> MerchantStore: ...
+
+    @property
+    def cancellations(self) -> CancellationStore: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def outbound(self) -> OutboundLog: ...
 
     def __enter__(self) -> Self: ...
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from recoverydesk.domain.cases import Case
+from recoverydesk.domain.ledger import Balance, LedgerEntry
 from recoverydesk.domain.orders import (
     FulfillmentStatus,
     HoldView,
@@ -15,6 +16,17 @@ from recoverydesk.domain.orders import (
     OrderView,
     PaymentView,
     RefundSeen,
+)
+from recoverydesk.domain.stopship import (
+    TIMESTAMPS,
+    Branch,
+    Cancellation,
+    Command,
+    CommandStatus,
+    FinalOutcome,
+    Requester,
+    Sent,
+    Stage,
 )
 
 
@@ -97,6 +109,8 @@ def order_to_dict(order: OrderView) -> dict[str, Any]:
         "partially_cancelled": order.partially_cancelled,
         "system_ids": dict(order.system_ids),
         "tickets": list(order.tickets),
+        "erp_status": order.erp_status,
+        "carrier": order.carrier,
         "event_count": order.event_count,
         "evidence": _evidence_to_dict(order.evidence),
         "last_event": (
@@ -197,6 +211,8 @@ def order_from_dict(doc: dict[str, Any]) -> OrderView:
         cancel_reason=doc["cancel_reason"],
         system_ids=dict(doc["system_ids"]),
         tickets=list(doc["tickets"]),
+        erp_status=doc.get("erp_status"),
+        carrier=doc.get("carrier"),
         event_count=doc["event_count"],
         last_key=(datetime.fromisoformat(last["at"]), last["id"]) if last else None,
         evidence=_evidence_from_dict(doc.get("evidence")),
@@ -250,4 +266,130 @@ def sla_to_dict(case: Case) -> dict[str, Any]:
         "clocks": clocks,
         "breached": any(clock.breached for clock in case.clocks.values()),
         "paused": any(clock.paused for clock in case.clocks.values()),
+    }
+
+
+def cancellation_to_dict(c: Cancellation) -> dict[str, Any]:
+    """A stop-ship workflow as stored and as the API and replay output show it."""
+    return {
+        "id": c.id,
+        "order_ref": c.order_ref,
+        "case_id": c.case_id,
+        "merchant_id": c.merchant_id,
+        "requested_by": c.requested_by.value,
+        "classification": c.requested_by.value,
+        "reason": c.reason,
+        "reason_code": c.reason_code.value,
+        "source": c.source,
+        "request_event": c.request_event,
+        "requests": list(c.requests),
+        "lines": dict(c.lines) if c.lines is not None else None,
+        "fraud": c.fraud,
+        "stage": c.stage.value,
+        "branch": c.branch.value if c.branch else None,
+        "state_used": c.state_used,
+        "state_from": c.state_from,
+        "hold_first": c.hold_first,
+        "attempt": c.attempt,
+        "ack_due_at": _iso(c.ack_due_at),
+        "acknowledged_at": _iso(c.acknowledged_at),
+        "acknowledged_by": c.acknowledged_by,
+        "rejected_at": _iso(c.rejected_at),
+        "rejection": c.rejection,
+        "exception_reason": c.exception_reason,
+        "outcome": c.outcome.value if c.outcome else None,
+        "timestamps": {name: _iso(c.times.get(name)) for name in TIMESTAMPS},
+        "commands": [
+            {
+                "name": name,
+                "system": s.command.system,
+                "action": s.command.action,
+                "idempotency_key": s.command.key,
+                "params": s.command.params,
+                "status": s.status.value,
+                "planned_at": _iso(s.planned_at),
+                "answered_at": _iso(s.answered_at),
+                "answer": s.answer,
+            }
+            for name, s in c.commands.items()
+        ],
+        "version": c.version,
+    }
+
+
+def cancellation_from_dict(doc: dict[str, Any]) -> Cancellation:
+    c = Cancellation(
+        order_ref=doc["order_ref"],
+        requested_at=datetime.fromisoformat(doc["timestamps"]["requested_at"]),
+        requested_by=Requester(doc["requested_by"]),
+        reason=doc["reason"],
+        source=doc["source"],
+        request_event=doc["request_event"],
+        id=doc["id"],
+        case_id=doc["case_id"],
+        merchant_id=doc["merchant_id"],
+        lines=dict(doc["lines"]) if doc["lines"] is not None else None,
+        fraud=doc["fraud"],
+        stage=Stage(doc["stage"]),
+        branch=Branch(doc["branch"]) if doc["branch"] else None,
+        state_used=doc["state_used"],
+        state_from=doc["state_from"],
+        hold_first=doc.get("hold_first", False),
+        attempt=doc["attempt"],
+        ack_due_at=_when(doc["ack_due_at"]),
+        acknowledged_at=_when(doc["acknowledged_at"]),
+        acknowledged_by=doc["acknowledged_by"],
+        rejected_at=_when(doc["rejected_at"]),
+        rejection=doc["rejection"],
+        exception_reason=doc["exception_reason"],
+        outcome=FinalOutcome(doc["outcome"]) if doc["outcome"] else None,
+        times={k: datetime.fromisoformat(v) for k, v in doc["timestamps"].items() if v},
+        requests=list(doc["requests"]),
+        version=doc["version"],
+    )
+    for row in doc["commands"]:
+        command = Command(
+            row["name"], row["system"], row["action"], row["idempotency_key"], row["params"]
+        )
+        c.commands[row["name"]] = Sent(
+            command,
+            datetime.fromisoformat(row["planned_at"]),
+            CommandStatus(row["status"]),
+            _when(row["answered_at"]),
+            dict(row["answer"]),
+        )
+    return c
+
+
+def ledger_entry_to_dict(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "order_ref": entry.order_ref,
+        "kind": entry.kind.value,
+        "idempotency_key": entry.key,
+        "amount": _money(entry.amount),
+        "currency": entry.currency,
+        "status": entry.status.value,
+        "actor": entry.actor,
+        "case_id": entry.case_id,
+        "cancellation_id": entry.cancellation_id,
+        "reference": entry.reference,
+        "confirmed_by": entry.confirmed_by,
+        "detail": dict(entry.detail),
+        "created_at": _iso(entry.created_at),
+    }
+
+
+def balance_to_dict(money: Balance) -> dict[str, Any]:
+    return {
+        "authorized": _money(money.authorized),
+        "captured": _money(money.captured),
+        "voided": money.voided,
+        "refunded": _money(money.refunded),
+        "refunded_elsewhere": _money(money.refunded_elsewhere),
+        "refunds_elsewhere": [
+            {"refund_id": r.refund_id, "amount": _money(r.amount)} for r in money.elsewhere
+        ],
+        "pending": _money(money.pending),
+        "refundable": _money(money.refundable),
     }
