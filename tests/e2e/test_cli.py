@@ -198,7 +198,7 @@ def test_replay_writes_cases_actions_and_kpis_and_fires_timers(tmp_path: Path) -
     assert summary == [
         ("1001", "late_shipment_risk", "triaged", None, "2026-11-20T18:00:00+00:00"),
         ("1001", "payment_failed", "closed", "released", "2026-11-20T10:01:00+00:00"),
-        ("1002", "change_request", "triaged", None, "2026-11-21T09:00:00+00:00"),
+        ("1002", "change_request", "closed", "converted_to_return", "2026-11-21T09:00:00+00:00"),
     ]
     late = next(c for c in cases if c["category"] == "late_shipment_risk")
     assert late["timeline"][0]["at"] == "2026-11-20T18:00:00+00:00"
@@ -217,12 +217,19 @@ def test_replay_writes_cases_actions_and_kpis_and_fires_timers(tmp_path: Path) -
     assert late["sla"]["breached"] is True
     cancel = next(c for c in cases if c["category"] == "change_request")
     assert cancel["priority"] == "P1"  # already shipped: a carrier intercept is needed
-    assert json.loads((tmp_path / "out" / "actions.json").read_text()) == []
+    # the cancel came after the shipment: the stop-ship workflow converted it to a return
+    assert cancel["cancellation"]["outcome"] == "converted_to_return"
+    actions = json.loads((tmp_path / "out" / "actions.json").read_text())
+    assert [(a["order_ref"], a["system"], a["action"]) for a in actions] == [
+        ("1002", "erp", "return_authorize"),
+        ("1002", "email", "send_message"),
+    ]
     kpis = json.loads((tmp_path / "out" / "kpis.json").read_text())["merchants"]["replay"]
     assert kpis["orders"] == 2
-    assert kpis["save_rate"] == {"value": 1.0, "numerator": 1, "denominator": 1}
+    assert kpis["save_rate"] == {"value": 0.5, "numerator": 1, "denominator": 2}
     assert kpis["late_shipment_rate"]["value"] == 0.0
-    assert kpis["exception_backlog"]["open"] == 2
+    assert kpis["exception_backlog"]["open"] == 1
+    assert kpis["late_cancel_requests"] == 1
 
 
 def test_replay_is_deterministic_and_respects_until(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from recoverydesk.domain.cases import PRE_FULFILMENT, SAVED_OUTCOMES
-from recoverydesk.persistence.tables import cases, is_open, orders
+from recoverydesk.persistence.tables import cancellations, cases, is_open, orders
 
 AT_RISK = sorted(c.value for c in PRE_FULFILMENT)
 SAVED = sorted(o.value for o in SAVED_OUTCOMES)
@@ -38,6 +38,8 @@ def compute(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
     figures: dict[str, Any] = {"period": period.as_dict()}
     figures.update(_order_rates(db, merchant_id, period))
     figures.update(_case_figures(db, merchant_id, period))
+    figures.update(_stopship_figures(db, merchant_id, period))
+    figures["refund_leakage"] = _refund_leakage(db, merchant_id, period)
     figures["exception_backlog"] = _backlog(db, merchant_id, period.end)
     figures["revenue_at_risk"] = _revenue_at_risk(db, merchant_id, period.end)
     return figures
@@ -155,3 +157,105 @@ def _money_by_currency(rows: Any) -> list[dict[str, str]]:
             key = currency or "XXX"
             totals[key] = totals.get(key, Decimal(0)) + value
     return [{"amount": str(amount), "currency": cur} for cur, amount in sorted(totals.items())]
+
+
+STOPPED = ("stopped", "cancelled_fraud")
+LEAKAGE_RULES = ("refund_while_shipped", "double_refund")
+
+
+def _stopship_figures(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
+    """``time_to_cancel`` over cancel requests whose final outcome fell in the period, and
+    ``stop_ship_success_rate`` over those that arrived before the order shipped; the others
+    are ``late_cancel_requests``."""
+    rows = db.execute(
+        select(
+            cancellations.c.requested_at,
+            cancellations.c.final_outcome_at,
+            cancellations.c.outcome,
+            orders.c.shipped_at,
+        )
+        .join(
+            orders,
+            and_(
+                orders.c.merchant_id == cancellations.c.merchant_id,
+                orders.c.ref == cancellations.c.order_ref,
+            ),
+        )
+        .where(
+            cancellations.c.merchant_id == merchant_id,
+            cancellations.c.final_outcome_at >= period.start,
+            cancellations.c.final_outcome_at < period.end,
+        )
+    ).all()
+    seconds = sorted((done - asked).total_seconds() for asked, done, _, _ in rows)
+    early = [row for row in rows if row.shipped_at is None or row.shipped_at > row.requested_at]
+    stopped = sum(1 for row in early if row.outcome in STOPPED)
+    open_exceptions = db.execute(
+        select(func.count()).where(
+            cancellations.c.merchant_id == merchant_id,
+            cancellations.c.outcome == "exception",
+            cancellations.c.requested_at < period.end,
+        )
+    ).scalar_one()
+    return {
+        "time_to_cancel": _durations(seconds),
+        "stop_ship_success_rate": rate(stopped, len(early)),
+        "late_cancel_requests": len(rows) - len(early),
+        "stop_ship_exceptions_open": int(open_exceptions),
+    }
+
+
+def _durations(seconds: list[float]) -> dict[str, Any]:
+    def share(limit: float) -> dict[str, Any]:
+        return rate(sum(1 for s in seconds if s <= limit), len(seconds))
+
+    return {
+        "count": len(seconds),
+        "median_seconds": _percentile(seconds, 0.5),
+        "p90_seconds": _percentile(seconds, 0.9),
+        "within_1h": share(3600),
+        "within_4h": share(4 * 3600),
+        "within_24h": share(24 * 3600),
+    }
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of sorted values (None when there are none)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * q // 1))
+    return ordered[int(rank) - 1]
+
+
+def _refund_leakage(db: Connection, merchant_id: int, period: Period) -> dict[str, Any]:
+    """Refunds the drift rules call leakage (refund while shipped, double refund): the cases
+    opened in the period, the refunded amount of their orders, and its share of all refunds."""
+    leaked = db.execute(
+        select(orders.c.ref, orders.c.refunded, orders.c.currency)
+        .join(
+            cases,
+            and_(cases.c.merchant_id == orders.c.merchant_id, cases.c.order_ref == orders.c.ref),
+        )
+        .where(
+            cases.c.merchant_id == merchant_id,
+            cases.c.category == "drift",
+            cases.c.rule.in_(LEAKAGE_RULES),
+            cases.c.opened_at >= period.start,
+            cases.c.opened_at < period.end,
+        )
+        .distinct()
+    ).all()
+    refunded = db.execute(
+        select(orders.c.refunded, orders.c.currency).where(
+            orders.c.merchant_id == merchant_id,
+            orders.c.placed_at >= period.start,
+            orders.c.placed_at < period.end,
+        )
+    ).all()
+    amount = sum((value or Decimal(0) for _, value, _ in leaked), Decimal(0))
+    total = sum((value or Decimal(0) for value, _ in refunded), Decimal(0))
+    return {
+        "count": len(leaked),
+        "amount": _money_by_currency([(value, cur) for _, value, cur in leaked]),
+        "share_of_refunded": round(float(amount / total), 6) if total else None,
+    }

@@ -11,9 +11,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from recoverydesk.persistence.case_store import CaseFilter, SqlCaseStore
+from recoverydesk.persistence.order_store import SqlOrderStore
+from recoverydesk.persistence.stopship_store import SqlCancellationStore, SqlLedger
 from recoverydesk.persistence.tables import merchants
 from recoverydesk.reports.kpis import Period, compute
-from recoverydesk.services.views import case_detail
+from recoverydesk.services.views import cancellation_to_dict, case_detail, money_view
 
 
 def replay_cases(db: Connection) -> list[dict[str, Any]]:
@@ -26,8 +28,22 @@ def replay_cases(db: Connection) -> list[dict[str, Any]]:
         for case in page:
             assert case.id is not None
             detail = case_detail(case, store.timeline(merchant_id, case.id))
+            detail.update(_stopship(db, merchant_id, case.order_ref, case.id))
             found.append({"merchant": name, **detail})
     return found
+
+
+def _stopship(db: Connection, merchant_id: int, ref: str, case_id: int) -> dict[str, Any]:
+    """A case's stop-ship workflow (progress, timestamps, outcome) and its order's ledger."""
+    workflows = SqlCancellationStore(db).for_case(merchant_id, case_id)
+    if not workflows:
+        return {"cancellation": None}
+    order = SqlOrderStore(db).get(merchant_id, ref)
+    entries = SqlLedger(db).for_order(merchant_id, ref)
+    return {
+        "cancellation": cancellation_to_dict(workflows[-1]),
+        "ledger": money_view(order, entries) if order else None,
+    }
 
 
 def replay_kpis(db: Connection, period: Period) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from recoverydesk.domain.cases import Case
-from recoverydesk.domain.ledger import Balance, LedgerEntry
+from recoverydesk.domain.ledger import Balance, LedgerEntry, reconcile
 from recoverydesk.domain.orders import (
     FulfillmentStatus,
     HoldView,
@@ -392,4 +392,13 @@ def balance_to_dict(money: Balance) -> dict[str, Any]:
         ],
         "pending": _money(money.pending),
         "refundable": _money(money.refundable),
+    }
+
+
+def money_view(order: OrderView, entries: list[LedgerEntry]) -> dict[str, Any]:
+    """The order's ledger: the balance after reconciling reported refunds, and every entry."""
+    balance, _ = reconcile(order, entries)
+    return {
+        "balance": balance_to_dict(balance),
+        "entries": [ledger_entry_to_dict(entry) for entry in entries],
     }

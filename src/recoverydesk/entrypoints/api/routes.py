@@ -7,19 +7,32 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from recoverydesk.bootstrap import Desk
-from recoverydesk.domain.errors import InvalidEvent, NotFound, PayloadTooLarge, Unauthorized
+from recoverydesk.domain.errors import (
+    Forbidden,
+    InvalidEvent,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from recoverydesk.persistence.case_store import CaseFilter
+from recoverydesk.services import stopship
 from recoverydesk.services.canonical import parse_event
-from recoverydesk.services.casework import CaseAction, DeskAction, act_on_case
+from recoverydesk.services.casework import MONEY_ACTIONS, CaseAction, DeskAction, act_on_case
 from recoverydesk.services.merchants import Role, authenticate
 from recoverydesk.services.ports import IncomingEvent, Merchant
-from recoverydesk.services.views import case_detail, case_to_dict, order_to_dict
+from recoverydesk.services.views import (
+    cancellation_to_dict,
+    case_detail,
+    case_to_dict,
+    money_view,
+    order_to_dict,
+)
 
 router = APIRouter(prefix="/api/v1")
 bearer = HTTPBearer(auto_error=False)
@@ -162,17 +175,39 @@ def get_case(request: Request, who: Authorized, case_id: int) -> dict[str, Any]:
         if case is None:
             raise NotFound(f"no case {case_id}", code="case_not_found")
         timeline = uow.cases.timeline(who.merchant_id, case_id)
-    return case_detail(case, timeline)
+        body = case_detail(case, timeline)
+        body.update(_stopship_of(uow, who.merchant_id, case.order_ref, case_id))
+    return body
+
+
+def _stopship_of(uow: Any, merchant_id: int, ref: str, case_id: int | None) -> dict[str, Any]:
+    """The stop-ship workflow of a case (its progress and timestamps) and the order's ledger."""
+    workflows = uow.cancellations.for_case(merchant_id, case_id) if case_id else []
+    if not workflows and case_id is None:
+        workflows = uow.cancellations.for_order(merchant_id, ref)
+    order = uow.orders.get(merchant_id, ref)
+    return {
+        "cancellation": cancellation_to_dict(workflows[-1]) if workflows else None,
+        "cancellations": [cancellation_to_dict(w) for w in workflows],
+        "ledger": money_view(order, uow.ledger.for_order(merchant_id, ref)) if order else None,
+    }
+
+
+MONEY_ROLES = frozenset({Role.FINANCE, Role.LEAD, Role.ADMIN})
 
 
 class ActionBody(BaseModel):
-    """A desk action on a case. ``assign`` takes ``owner`` (null to unassign)."""
+    """A desk action on a case. ``assign`` takes ``owner`` (null to unassign); ``refund`` takes
+    ``amount`` (a decimal string) and ``concession`` (a refund on an order that still ships);
+    ``void``, ``retry_step`` and ``mark_converted`` take nothing more."""
 
     model_config = ConfigDict(extra="forbid")
     action: DeskAction
     note: Annotated[str, Field(max_length=4000)] | None = None
     owner: Annotated[str, Field(max_length=60)] | None = None
     actor: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    amount: Annotated[str, Field(max_length=24)] | None = None
+    concession: bool = False
 
 
 @router.post("/cases/{case_id}/actions", tags=["cases"], summary="Act on a case")
@@ -181,11 +216,18 @@ def post_case_action(
 ) -> dict[str, Any]:
     desk = _desk(request)
     merchant = who.as_merchant(desk)
+    if body.action in MONEY_ACTIONS and who.role not in MONEY_ROLES:
+        raise Forbidden(
+            f"{body.action.value} is for finance, lead or admin tokens, not {who.role.value}",
+            code="role_forbidden",
+        )
     command = CaseAction(
         action=body.action,
         actor=body.actor or f"{who.role.value}@{who.merchant}",
         note=body.note,
         owner=body.owner,
+        amount=stopship.parse_amount(body.amount) if body.amount is not None else None,
+        concession=body.concession,
     )
     with desk.uow() as uow:
         act_on_case(uow, merchant=merchant, case_id=case_id, command=command, now=desk.clock.now())
@@ -194,7 +236,58 @@ def post_case_action(
         case = uow.cases.get(who.merchant_id, case_id)
         assert case is not None
         timeline = uow.cases.timeline(who.merchant_id, case_id)
-    return case_detail(case, timeline)
+        answer = case_detail(case, timeline)
+        answer.update(_stopship_of(uow, who.merchant_id, case.order_ref, case_id))
+    return answer
+
+
+class LineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: Annotated[str, Field(min_length=1, max_length=200)]
+    qty: Annotated[int, Field(ge=1, le=100_000)] = 1
+
+
+class CancellationBody(BaseModel):
+    """Start the stop-ship workflow. Without ``lines`` the whole order is cancelled.
+    ``request_id`` makes a retried request harmless: the same id is the same request."""
+
+    model_config = ConfigDict(extra="forbid")
+    requested_by: Literal["customer", "ops", "auto"] = "customer"
+    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    lines: Annotated[list[LineBody], Field(min_length=1, max_length=500)] | None = None
+    request_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    actor: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+@router.post(
+    "/orders/{ref}/cancellations",
+    tags=["orders"],
+    status_code=201,
+    summary="Start the stop-ship workflow (a second request joins the open one)",
+)
+def post_cancellation(
+    request: Request, response: Response, who: Authorized, ref: str, body: CancellationBody
+) -> dict[str, Any]:
+    desk = _desk(request)
+    merchant = who.as_merchant(desk)
+    ask = stopship.CancelRequest(
+        requested_by=body.requested_by,
+        reason=body.reason,
+        lines=tuple((line.sku, line.qty) for line in body.lines) if body.lines else None,
+        request_id=body.request_id,
+    )
+    actor = body.actor or f"{who.role.value}@{who.merchant}"
+    with desk.uow() as uow:
+        workflow, new = stopship.request_cancellation(
+            uow, merchant, ref, ask, actor=actor, now=desk.clock.now()
+        )
+        uow.commit()
+    if not new:
+        response.status_code = 200
+    with desk.reader() as uow:
+        found = uow.cancellations.lock(who.merchant_id, workflow.id or 0) or workflow
+        answer = {"joined": not new, **cancellation_to_dict(found)}
+    return answer
 
 
 @router.get("/orders/{ref}", tags=["orders"], summary="The order 360")
@@ -205,9 +298,14 @@ def get_order(request: Request, who: Authorized, ref: str) -> dict[str, Any]:
             raise NotFound(f"no order {ref!r}", code="order_not_found")
         cases = uow.cases.for_orders(who.merchant_id, [ref], open_only=False).get(ref, [])
         history = uow.events.raw_for_order(who.merchant_id, ref)
+        stopship_part = _stopship_of(uow, who.merchant_id, ref, None)
+        calls = uow.outbound.for_order(who.merchant_id, ref)
     body = order_to_dict(order)
     body["cases"] = [case_to_dict(case) for case in cases]
     body["events"] = [_jsonable(row) for row in history]
+    body["cancellations"] = stopship_part["cancellations"]
+    body["ledger"] = stopship_part["ledger"]
+    body["outbound_calls"] = calls
     return body
 
 
