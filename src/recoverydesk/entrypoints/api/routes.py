@@ -16,6 +16,7 @@ from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import (
     Forbidden,
     InvalidEvent,
+    InvalidInput,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
@@ -226,7 +227,7 @@ def post_case_action(
         actor=body.actor or f"{who.role.value}@{who.merchant}",
         note=body.note,
         owner=body.owner,
-        amount=stopship.parse_amount(body.amount) if body.amount is not None else None,
+        amount=_amount(body.amount) if body.amount is not None else None,
         concession=body.concession,
     )
     with desk.uow() as uow:
@@ -239,6 +240,23 @@ def post_case_action(
         answer = case_detail(case, timeline)
         answer.update(_stopship_of(uow, who.merchant_id, case.order_ref, case_id))
     return answer
+
+
+MOST = Decimal("1000000000")
+
+
+def _amount(text: str) -> Decimal:
+    """A money amount from the caller: positive, at most 2 decimals, below a billion."""
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        raise InvalidInput(f"amount: {text!r} is not a decimal amount") from None
+    exponent = amount.as_tuple().exponent
+    if not amount.is_finite() or not 0 < amount < MOST or not isinstance(exponent, int):
+        raise InvalidInput(f"amount: {text!r} must be positive and below {MOST}")
+    if exponent < -2:
+        raise InvalidInput(f"amount: {text!r} has more than 2 decimals")
+    return amount
 
 
 class LineBody(BaseModel):
