@@ -201,12 +201,13 @@ def test_cancellation_requests_that_cannot_start_are_refused(live: LiveDesk) -> 
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "order_not_found")
     foreign = other.post("/api/v1/orders/2004/cancellations", json={})
     assert foreign.status_code == 404
-    for bad in (
+    malformed: list[dict[str, Any]] = [
         {"requested_by": "robot"},
         {"lines": []},
         {"lines": [{"sku": "LAMP", "qty": 0}]},
         {"surprise": 1},
-    ):
+    ]
+    for bad in malformed:
         answer = agent.post("/api/v1/orders/2004/cancellations", json=bad)
         assert answer.status_code == 422, bad
         assert answer.json()["error"]["code"] == "invalid_request"
