@@ -342,6 +342,76 @@ def _cancel_requested(life: _Life) -> None:
         life.deliver()
 
 
+@dataclass(frozen=True, slots=True)
+class WarehouseAnswers:
+    """How the 3PL emulator answers a stop-ship request (weights; see ``_stop_ship``): on time
+    (2-40 minutes), late (2-5 hours), rejected ("already packed", then it ships), or never (and
+    then the order ships half the time). ``after_shipment`` is the share of cancel requests that
+    come when the order has already shipped."""
+
+    on_time: float = 75
+    late: float = 10
+    rejected: float = 5
+    never: float = 10
+    after_shipment: float = 0.15
+
+    def describe(self) -> str:
+        return (
+            f"acknowledged on time {self.on_time:g}%, late {self.late:g}%, rejected "
+            f"{self.rejected:g}%, never {self.never:g}%; {self.after_shipment:.0%} of the "
+            "requests come after the shipment"
+        )
+
+
+WAREHOUSE_STAGES = (  # where a 3PL order is when the customer asks to cancel (weights)
+    ((), 40),
+    ((EventType.FULFILLMENT_RELEASED,), 30),
+    ((EventType.FULFILLMENT_RELEASED, EventType.FULFILLMENT_PICKING), 20),
+    ((EventType.FULFILLMENT_RELEASED, EventType.FULFILLMENT_PACKED), 10),
+)
+
+
+def _stop_ship(life: _Life, answers: WarehouseAnswers) -> None:
+    """A cancel request with the desk running the stop-ship workflow: the warehouse, not the
+    channel, answers; the desk cancels in the ERP and refunds (nothing here does it for it)."""
+    life.authorize()
+    if life.rng.random() < 0.5:
+        amount = {"amount": _money(life.order.value)}
+        life.emit(life.payer, EventType.PAYMENT_CAPTURED, amount, low=MINUTE, high=HOUR)
+        life.captured = True
+    by = life.rng.choices(list(CANCEL_REQUESTS), weights=(70, 20, 10))[0]
+    reason, _ = life.rng.choice(CANCEL_REQUESTS[by])
+    source = "helpdesk" if by == "customer" else life.order.channel
+    request = {"requested_by": by, "reason": reason}
+    if life.rng.random() < answers.after_shipment:
+        life.ship(low=30 * MINUTE, high=6 * HOUR)
+        life.emit(source, EventType.CANCEL_REQUESTED, request, low=HOUR, high=DAY)
+        if life.rng.random() < 0.6:
+            life.emit("wms", EventType.RETURN_RECEIVED, low=3 * DAY, high=7 * DAY)
+        return
+    stages = [stage for stage, _ in WAREHOUSE_STAGES]
+    reached = life.rng.choices(stages, weights=[w for _, w in WAREHOUSE_STAGES])[0]
+    for kind in reached:
+        life.emit("wms", kind, low=10 * MINUTE, high=HOUR)
+    life.emit(source, EventType.CANCEL_REQUESTED, request, low=MINUTE, high=20 * MINUTE)
+    if not reached:
+        return  # not released: no warehouse answer is needed
+    weights = (answers.on_time, answers.late, answers.rejected, answers.never)
+    answer = life.rng.choices(("on_time", "late", "rejected", "never"), weights=weights)[0]
+    if answer == "on_time":
+        life.emit("wms", EventType.STOPSHIP_ACKNOWLEDGED, low=2 * MINUTE, high=40 * MINUTE)
+    elif answer == "late":
+        life.emit("wms", EventType.STOPSHIP_ACKNOWLEDGED, low=2 * HOUR, high=5 * HOUR)
+    elif answer == "rejected":
+        rejected = {"message": "already packed: the carrier collects today"}
+        life.emit("wms", EventType.STOPSHIP_REJECTED, rejected, low=5 * MINUTE, high=HOUR)
+        life.ship(low=30 * MINUTE, high=3 * HOUR)
+        life.deliver()
+    elif life.rng.random() < 0.5:
+        life.ship(low=HOUR, high=6 * HOUR)
+        life.deliver()
+
+
 def _delivery_exception(life: _Life) -> None:
     life.authorize()
     life.fulfil()
@@ -399,11 +469,14 @@ def generate_orders(
     start: datetime,
     merchant: str | None = None,
     channels: Sequence[str] = ("shopify", "amazon", "woocommerce"),
+    warehouse: WarehouseAnswers | None = None,
 ) -> list[dict[str, Any]]:
     """Canonical events (JSON-ready dicts) of ``orders`` orders placed from ``start`` on.
 
     Orders arrive about every 45 seconds; each order's value is the sum of its lines'
-    ``qty * price``. The list is sorted by ``occurred_at``.
+    ``qty * price``. The list is sorted by ``occurred_at``. With ``warehouse``, cancel
+    requests are answered by the 3PL as the desk's stop-ship workflow expects (``_stop_ship``)
+    instead of being cancelled by the channel on its own.
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
@@ -419,7 +492,11 @@ def generate_orders(
         placed_at += timedelta(seconds=round(rng.expovariate(1 / MEAN_GAP_SECONDS)))
         life = _Life(rng, stream, _new_order(rng, number, placed_at, channels, orders))
         life.place()
-        rng.choices(scenarios, weights=weights)[0](life)
+        scenario = rng.choices(scenarios, weights=weights)[0]
+        if warehouse is not None and scenario is _cancel_requested:
+            _stop_ship(life, warehouse)
+        else:
+            scenario(life)
     return stream.in_time_order()
 
 
