@@ -18,7 +18,7 @@ import uvicorn
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.entrypoints.api.app import create_app
-from recoverydesk.sandbox.traffic import MEAN_GAP_SECONDS, generate_orders
+from recoverydesk.sandbox.traffic import MEAN_GAP_SECONDS, WarehouseAnswers, generate_orders
 from recoverydesk.services import merchants as admin
 from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.ports import IncomingEvent, Merchant
@@ -70,7 +70,10 @@ def run_demo(desk: Desk, *, host: str, port: int, orders: int) -> None:
     now = desk.clock.now()
     span = timedelta(seconds=orders * MEAN_GAP_SECONDS * 0.8)
     seed = int(now.timestamp()) // 86_400
-    items = _as_items(generate_orders(orders=orders, seed=seed, start=now - span))
+    stream = generate_orders(
+        orders=orders, seed=seed, start=now - span, warehouse=WarehouseAnswers()
+    )
+    items = _as_items(stream)
     past = [item for item in items if item.event.occurred_at <= now]
     report = desk.ingest(merchant, past)
     feeder = Feeder(desk, merchant, items[len(past) :])
