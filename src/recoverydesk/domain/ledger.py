@@ -119,19 +119,35 @@ def reported_refunds(order: OrderView) -> list[Reported]:
 def reconcile(
     order: OrderView, entries: Sequence[LedgerEntry]
 ) -> tuple[Balance, list[LedgerEntry]]:
-    """Match reported refunds to desk entries; return the money and the entries that changed
-    (newly confirmed, or a pending reservation that a refund elsewhere made unnecessary)."""
+    """Match reported refunds to desk entries; return the money and the entries that changed.
+
+    The matching is done afresh every time, strongest evidence first: the provider's reference
+    or the intent key (whatever the desk thought of it: a report proves a reservation whose
+    answer a crash lost, or a refund the desk took for refused, was made), then what an earlier
+    reconcile settled, then a sent entry of the same amount (oldest first). An entry whose
+    earlier match a stronger one took over goes back to ``sent``."""
     refunds = [e for e in entries if e.kind is EntryKind.REFUND]
+    reported = reported_refunds(order)
+    bound: dict[str, LedgerEntry] = {}
+    free = list(refunds)
+    for test in (_names, _settled, _same_amount):
+        for item in reported:
+            if item.refund_id in bound:
+                continue
+            entry = next((e for e in _oldest(free) if test(item, e)), None)
+            if entry is not None:
+                bound[item.refund_id] = entry
+                free.remove(entry)
     changed: list[LedgerEntry] = []
-    elsewhere: list[Reported] = []
-    for reported in reported_refunds(order):
-        entry = _match(reported, refunds)
-        if entry is None:
-            elsewhere.append(reported)
-            continue
-        if entry.status is not EntryStatus.CONFIRMED or entry.confirmed_by != reported.refund_id:
-            entry.status, entry.confirmed_by = EntryStatus.CONFIRMED, reported.refund_id
+    for refund_id, entry in bound.items():
+        if entry.status is not EntryStatus.CONFIRMED or entry.confirmed_by != refund_id:
+            entry.status, entry.confirmed_by = EntryStatus.CONFIRMED, refund_id
             changed.append(entry)
+    for entry in free:
+        if entry.status is EntryStatus.CONFIRMED:
+            entry.status, entry.confirmed_by = EntryStatus.SENT, None
+            changed.append(entry)
+    elsewhere = [item for item in reported if item.refund_id not in bound]
     pay = order.payment
     money = Balance(
         authorized=pay.authorized,
@@ -146,6 +162,25 @@ def reconcile(
     return money, changed
 
 
+def _names(item: Reported, entry: LedgerEntry) -> bool:
+    """The report names the entry: by the provider's reference or by the intent key."""
+    by_reference = entry.reference is not None and entry.reference == item.refund_id
+    return by_reference or (item.intent is not None and entry.key == item.intent)
+
+
+def _settled(item: Reported, entry: LedgerEntry) -> bool:
+    return entry.status.holds_money and entry.confirmed_by == item.refund_id
+
+
+def _same_amount(item: Reported, entry: LedgerEntry) -> bool:
+    sent = entry.status in (EntryStatus.SENT, EntryStatus.CONFIRMED)
+    return sent and entry.amount == item.amount
+
+
+def _oldest(entries: list[LedgerEntry]) -> list[LedgerEntry]:
+    return sorted(entries, key=lambda e: (e.created_at, e.key))
+
+
 def _voided(entries: Iterable[LedgerEntry]) -> bool:
     return any(
         e.kind is EntryKind.VOID and e.status in (EntryStatus.SENT, EntryStatus.CONFIRMED)
@@ -155,31 +190,6 @@ def _voided(entries: Iterable[LedgerEntry]) -> bool:
 
 def _total(entries: Iterable[LedgerEntry], status: EntryStatus) -> Decimal:
     return sum((e.amount for e in entries if e.status is status), ZERO)
-
-
-def _match(reported: Reported, refunds: list[LedgerEntry]) -> LedgerEntry | None:
-    """The desk entry a reported refund confirms: the same provider reference, else the same
-    idempotency key (``data.intent``), else one sent and unreported entry of the same amount."""
-    taken = {e.confirmed_by for e in refunds if e.confirmed_by is not None}
-    for entry in refunds:
-        if entry.confirmed_by == reported.refund_id:
-            return entry
-    for entry in refunds:
-        if entry.confirmed_by is None and (
-            (entry.reference is not None and entry.reference == reported.refund_id)
-            or (reported.intent is not None and entry.key == reported.intent)
-        ):
-            return entry
-    if reported.refund_id in taken:
-        return None
-    for entry in sorted(refunds, key=lambda e: (e.created_at, e.key)):
-        if (
-            entry.confirmed_by is None
-            and entry.status is EntryStatus.SENT
-            and entry.amount == reported.amount
-        ):
-            return entry
-    return None
 
 
 def check_refund(money: Balance, amount: Decimal) -> None:
