@@ -19,7 +19,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -354,8 +354,13 @@ def _announce_outcome(
     }
     if workflow.lines is not None:
         data["lines"] = [{"sku": s, "qty": q} for s, q in sorted(workflow.lines.items())]
+    event_id = f"desk:stopship:{workflow.id}:finished"
+    if (at, event_id) <= (workflow.requested_at, workflow.request_event):
+        # Events fold by (occurred_at, id): an outcome decided at the request's own instant
+        # must still fold after the request, or it cannot close the case the request opened.
+        at = workflow.requested_at + timedelta(microseconds=1)
     draft = CanonicalEvent(
-        id=f"desk:stopship:{workflow.id}:finished",
+        id=event_id,
         source=EventSource.DESK,
         type=EventType.STOPSHIP_FINISHED,
         occurred_at=at,
