@@ -618,7 +618,7 @@ def test_a_fraud_cancel_voids_the_authorization_before_anything_else(tmp_path: P
             at("11:00"),
             "payments",
             "void",
-            money_key("void", "120"),
+            "rd:1:cancellation-1:1:fraud_void:void:120",  # its own intent: the fraud void
             {"amount": "120.00", "currency": "USD"},
         ),
         (at("11:00"), "wms", "wms_status", key("wms_status"), {}),

@@ -350,3 +350,18 @@ def test_a_json_number_keeps_its_exact_decimal_value():
     event, _ = parse_json_event(text)
     # then it is exactly 0.10 (no float rounding)
     assert event.order.value == Decimal("0.10")
+
+
+def test_a_cancel_request_for_zero_units_of_a_line_is_refused():
+    # given a cancel request naming a line with quantity 0 (a partial cancel of nothing)
+    request = {
+        **VALID,
+        "type": "cancel.requested",
+        "data": {"requested_by": "customer", "lines": [{"sku": "A", "qty": 0}]},
+    }
+    # then it is refused at the edge, naming the field, instead of cancelling one unit
+    with pytest.raises(InvalidEvent, match=field_error("data.lines.0.qty")):
+        parse_event(request)
+    # and a line without a quantity is still accepted (the whole line)
+    request["data"]["lines"] = [{"sku": "A"}]
+    assert parse_event(request).data["lines"] == [{"sku": "A"}]

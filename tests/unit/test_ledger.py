@@ -1,8 +1,5 @@
 """The refund ledger (domain only): ``reconcile``, ``Balance``, ``check_refund``, ``check_void`` and
 ``intent_key``, over an order 360 folded from canonical payment events.
-
-Tests named ``test_bug_...`` pin a defect found while writing this file; they fail until it is
-fixed (see the docstring of each).
 """
 
 from __future__ import annotations
@@ -342,7 +339,7 @@ def test_reported_refunds_carry_the_intent_of_the_first_event() -> None:
     ("reference", "intent"),
     [pytest.param("re_9", None, id="by-reference"), pytest.param(None, "rd:1", id="by-intent")],
 )
-def test_bug_a_reference_match_wins_over_an_amount_match_of_another_refund(
+def test_a_reference_match_wins_over_an_amount_match_of_another_refund(
     reference: str | None, intent: str | None
 ) -> None:
     """BUG: ``reconcile`` walks the reported refunds one at a time in refund-id order and gives
@@ -617,12 +614,12 @@ def test_a_refund_the_ledger_allows_never_takes_refunds_past_captures(
 
 @given(history=histories())
 @settings(max_examples=300, deadline=None)
-def test_bug_property_a_refund_the_desk_can_recognise_is_never_counted_elsewhere(
+def test_a_refund_the_desk_can_recognise_is_never_counted_elsewhere(
     history: tuple[list[CanonicalEvent], list[LedgerEntry]],
 ) -> None:
-    """The property form of ``test_bug_a_reference_match_wins_over_an_amount_match_of_another_
-    refund``: it fails for the same defect (an amount match of an earlier-sorted refund takes the
-    entry a later refund names by reference or intent)."""
+    """The property form of ``test_a_reference_match_wins_over_an_amount_match_of_another_
+    refund`` (an amount match of an earlier-sorted refund must not take the entry a later refund
+    names by reference or intent)."""
     # given any consistent history
     events, original = history
     order = order_of(*events)

@@ -149,8 +149,16 @@ def reconcile(
             changed.append(entry)
     elsewhere = [item for item in reported if item.refund_id not in bound]
     pay = order.payment
+    released = sum(
+        (
+            e.amount
+            for e in entries
+            if e.kind is EntryKind.REDUCE_AUTHORIZATION and e.status.holds_money
+        ),
+        ZERO,
+    )
     money = Balance(
-        authorized=pay.authorized,
+        authorized=max(pay.authorized - released, ZERO),
         captured=pay.captured,
         voided=pay.voided or _voided(entries),
         refunded_reported=pay.refunded,

@@ -148,6 +148,7 @@ class Note:
 
 
 STOP_COMMANDS = ("wms_hold", "wms_cancel")
+STOP_FAILURES = frozenset({"no_acknowledgment", "stop_rejected", "stop_refused"})
 PAYMENT = "payment"
 FRAUD_VOID = "fraud_void"
 PRECAUTION = "precaution_hold"
@@ -172,6 +173,7 @@ class Cancellation:
     state_from: str | None = None
     hold_first: bool = False  # not released, unconfirmed: hold at the warehouse before the ERP
     attempt: int = 1
+    retried_at: datetime | None = None
     ack_due_at: datetime | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
@@ -239,25 +241,29 @@ class Cancellation:
 
     def join(self, event: CanonicalEvent, now: datetime) -> None:
         """Step 1: a second request for the same order joins this workflow. A wider request
-        widens it while the warehouse has not been asked to stop yet."""
+        widens it while nothing but the status query has gone out; after that, the warehouse,
+        the ERP or the payment provider were told about the narrower cancel, and the rest is
+        left for a new cancellation (``deferred`` on the timeline)."""
         if event.id in self.requests:
             return
         self.requests.append(event.id)
         wider = _union(self.lines, requested_lines(event))
-        widened = wider != self.lines and "stop_sent_at" not in self.times
+        widened = wider != self.lines and set(self.commands) <= {"wms_status"}
+        detail: dict[str, Any] = {"event": event.id, "source": event.source.value}
         if widened:
             self.lines = wider
-        self._note(
-            now,
-            "cancel_request_joined",
-            {"event": event.id, "source": event.source.value, "widened": widened},
-        )
+        elif wider != self.lines:
+            detail["deferred"] = {"lines": wider}
+        self._note(now, "cancel_request_joined", {**detail, "widened": widened})
 
     def observe(self, event: CanonicalEvent, now: datetime) -> bool:
         """A warehouse answer (``stopship.acknowledged`` / ``stopship.rejected``) for this
         request. The earliest of each is kept, so arrival order does not matter."""
         if event.occurred_at < self.requested_at:
             return False
+        given_up = self.retried_at is not None and event.occurred_at < self.retried_at
+        if event.type is EventType.STOPSHIP_REJECTED and given_up:
+            return False  # the answer to an attempt the desk has already given up on
         first_ack = self.acknowledged_at is None or event.occurred_at < self.acknowledged_at
         if event.type is EventType.STOPSHIP_ACKNOWLEDGED and first_ack:
             self.acknowledged_at, self.acknowledged_by = event.occurred_at, event.id
@@ -309,19 +315,23 @@ class Cancellation:
                 "retry",
                 code="nothing_to_retry",
             )
-        self.attempt += 1
+        self.attempt, self.retried_at = self.attempt + 1, now
         for name in [n for n, s in self.commands.items() if s.status is CommandStatus.REFUSED]:
             del self.commands[name]
-        if self.exception_reason in ("no_acknowledgment", "stop_rejected", "stop_refused"):
+        if self.exception_reason in STOP_FAILURES:
             for name in STOP_COMMANDS:
                 self.commands.pop(name, None)
             self.rejected_at, self.rejection, self.ack_due_at = None, None, None
             self.times.pop("stop_rejected_at", None)
             self.times.pop("stop_sent_at", None)
             self.stage = Stage.STOPPING
+        elif "final_outcome_at" in self.times:
+            self.stage = Stage.AWAITING_RETURN
         else:
             self.stage = Stage.STOPPED if self.branch is not Branch.SHIPPED else Stage.CONVERTING
-        self.exception_reason, self.outcome = None, None
+        self.exception_reason = None
+        if "final_outcome_at" not in self.times:
+            self.outcome = None
         self._note(now, "step_retried", {"attempt": self.attempt, "by": actor})
 
     def mark_converted(self, now: datetime, actor: str) -> None:
@@ -387,7 +397,8 @@ class Cancellation:
         elif state is FulfillmentStatus.NOT_RELEASED:
             self.branch, self.stage = Branch.NOT_RELEASED, Stage.STOPPED
             self.hold_first = origin != "wms"
-            self.times.setdefault("stop_acknowledged_at", now)
+            if not self.hold_first:
+                self.times.setdefault("stop_acknowledged_at", now)
         elif state is FulfillmentStatus.PACKED:
             self.branch, self.stage = Branch.PACKED, Stage.STOPPING
         else:
@@ -430,16 +441,22 @@ class Cancellation:
 
     def _to_exception(self, reason: str, now: datetime) -> None:
         self.stage, self.exception_reason = Stage.EXCEPTION, reason
-        self.outcome = FinalOutcome.EXCEPTION
+        if "final_outcome_at" not in self.times:  # a converted order keeps its outcome
+            self.outcome = FinalOutcome.EXCEPTION
         self._note(now, "stopship_exception", {"reason": reason, "message": self.rejection})
 
     def _exception(
         self, order: OrderView, money: Balance, rules: StopShipRules, now: datetime
     ) -> list[Command]:
-        """Open and escalated; a late acknowledgment or the shipment moves it on."""
+        """Open and escalated. When the stop itself failed, a late acknowledgment or the
+        shipment moves it on; a refused ERP update, payment or message waits for a retry."""
+        if self.exception_reason not in STOP_FAILURES:
+            return []
         if order.shipped:
-            self.branch, self.stage, self.outcome = Branch.SHIPPED, Stage.CONVERTING, None
-        elif self.acknowledged_at is not None and self.exception_reason != "payment_refused":
+            self._note(now, "shipped_before_stop", {"state": order.fulfillment.value})
+            self.branch, self.stage = Branch.SHIPPED, Stage.CONVERTING
+            self.outcome, self.exception_reason = None, None
+        elif self.acknowledged_at is not None:
             self.times.setdefault("stop_acknowledged_at", self.acknowledged_at)
             self.stage, self.outcome, self.exception_reason = Stage.STOPPED, None, None
             self._note(now, "late_acknowledgment", {"at": self.acknowledged_at.isoformat()})
@@ -449,13 +466,9 @@ class Cancellation:
         self, order: OrderView, money: Balance, rules: StopShipRules, now: datetime
     ) -> list[Command]:
         """Steps 6 to 8, one after another: ERP, payment, customer message, outcome."""
-        if self.hold_first:
-            held = self._step(PRECAUTION, now, lambda: self._hold(now))
-            if held is not None:
-                return held
-        erp = self._step("erp_update", now, lambda: self._erp_update(order, now))
-        if erp is not None:
-            return erp
+        waiting = self._before_payment(order, now)
+        if waiting is not None:
+            return waiting
         pay = self._step(PAYMENT, now, lambda: self._payment(order, money, now))
         if pay is not None:
             return pay
@@ -466,6 +479,22 @@ class Cancellation:
         outcome = FinalOutcome.CANCELLED_FRAUD if self.fraud else FinalOutcome.STOPPED
         self._finish(outcome, now)
         return []
+
+    def _before_payment(self, order: OrderView, now: datetime) -> list[Command] | None:
+        """The precautionary hold (then the stop counts as confirmed), a fraud void still in
+        flight, the ERP update, and the price of a partial cancel's lines: None when done."""
+        if self.hold_first:
+            held = self._step(PRECAUTION, now, lambda: self._hold(now))
+            if held is not None:
+                return held
+            self.times.setdefault("stop_acknowledged_at", now)
+        void = self.commands.get(FRAUD_VOID)
+        if void is not None and void.status is CommandStatus.PLANNED:
+            return []  # the fraud void is the payment action: wait for its answer
+        erp = self._step("erp_update", now, lambda: self._erp_update(order, now))
+        if erp is not None:
+            return erp
+        return None if self._priced(order, now) else []
 
     def _converting(
         self, order: OrderView, money: Balance, rules: StopShipRules, now: datetime
@@ -516,6 +545,8 @@ class Cancellation:
         """The refund of a converted cancellation: on ``return.received`` or by policy."""
         returned = order.evidence.returned_by is not None
         if not returned and rules.refund_on is RefundOn.RETURN_RECEIVED:
+            return []
+        if not self._priced(order, now):
             return []
         pay = self._step(PAYMENT, now, lambda: self._payment(order, money, now))
         if pay is not None:
@@ -626,10 +657,24 @@ class Cancellation:
             ),
         )
 
+    def _priced(self, order: OrderView, now: datetime) -> bool:
+        """A partial cancel needs the price of each line it cancels; without one the amount is
+        unknown, and the workflow waits in ``exception`` (retry once the order has prices)."""
+        try:
+            self.lines_value(order)
+        except InvalidInput as missing:
+            self._to_exception("lines_not_priced", now)
+            self._note(now, "lines_not_priced", {"message": missing.message})
+            return False
+        return True
+
     def _payment(self, order: OrderView, money: Balance, now: datetime) -> Command | None:
         """Step 7: void what was only authorized, refund what was captured; partial amounts for
         partial cancels; nothing refunded elsewhere is refunded again."""
         wanted = self.lines_value(order)
+        void = self.commands.get(FRAUD_VOID)
+        if void is not None and void.status is CommandStatus.ACCEPTED and money.captured == ZERO:
+            return None  # voided at once, as a fraud cancel is
         if money.captured > ZERO:
             amount = money.refundable if wanted is None else min(wanted, money.refundable)
             if amount <= ZERO:
@@ -651,6 +696,8 @@ class Cancellation:
     ) -> Command:
         """The key is the ledger's intent key: this cancellation (and attempt), action, amount."""
         scope = f"cancellation-{self.id}:{self.attempt}"
+        if name != PAYMENT:
+            scope = f"{scope}:{name}"
         key = intent_key(str(self.merchant_id), scope, kind, amount)
         params = {"amount": str(amount), "currency": order.currency or "USD"}
         return Command(name, "payments", kind.value, key, params)
@@ -720,7 +767,7 @@ def requested_lines(event: CanonicalEvent) -> dict[str, int] | None:
         return None
     lines: dict[str, int] = {}
     for line in raw:
-        qty = int(line.get("qty") or 1)
+        qty = 1 if line.get("qty") is None else int(line["qty"])
         if qty < 1:
             raise InvalidInput(f"cancel.requested: line {line.get('sku')!r} has qty {qty}")
         lines[str(line["sku"])] = lines.get(str(line["sku"]), 0) + qty

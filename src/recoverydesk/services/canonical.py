@@ -121,8 +121,14 @@ class DeliveryExceptionData(AnyData):
     kind: Literal["delay", "failed_attempt", "damaged", "lost", "returned_to_sender"]
 
 
+class CancelLine(_Strict):
+    sku: Text
+    qty: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+
+
 class CancelData(AnyData):
     requested_by: Literal["customer", "ops", "auto"]
+    lines: Annotated[list[CancelLine], Field(max_length=1000)] | None = None  # type: ignore[assignment]
 
 
 class ChangeData(AnyData):
