@@ -24,6 +24,7 @@ from typing import Any
 
 from recoverydesk.entrypoints.replay import run_replay
 from recoverydesk.sandbox.traffic import WarehouseAnswers, generate_orders, to_jsonl
+from recoverydesk.telemetry import configure_logging
 
 MONDAY = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    configure_logging("warning", "console")  # the figures, not the desk's log lines
     answers = WarehouseAnswers()
     with tempfile.TemporaryDirectory(prefix="stopship-week-") as scratch:
         out = args.out or Path(scratch) / "out"
@@ -68,8 +70,8 @@ def report(out: Path, count: int, orders: int, elapsed: float, answers: Warehous
     print(f"cancel requests: {len(workflows)}; by branch {dict(sorted(branches.items()))}")
     print(f"outcomes: {dict(sorted(outcomes.items()))}")
     print(
-        f"time to cancel over {ttc['count']} finished requests: median {_hours(ttc['median_seconds'])}, "
-        f"p90 {_hours(ttc['p90_seconds'])}"
+        f"time to cancel over {ttc['count']} finished requests: "
+        f"median {_hours(ttc['median_seconds'])}, p90 {_hours(ttc['p90_seconds'])}"
     )
     for limit in ("within_1h", "within_4h", "within_24h"):
         share = ttc[limit]
