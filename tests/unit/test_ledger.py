@@ -163,22 +163,26 @@ def test_a_reported_refund_confirms_the_entry_whose_key_it_names_as_intent() -> 
     assert money.refundable == Decimal("75.00")
 
 
-def test_a_reported_refund_without_reference_or_intent_confirms_a_sent_entry_of_its_amount() -> (
-    None
-):
-    # given two sent desk refunds, 20.00 (older) and 20.00 (newer), and a pending one of 20.00
+def test_a_reported_refund_that_names_no_desk_entry_is_never_matched_on_its_amount() -> None:
+    # given two sent desk refunds of 20.00 and a pending one, and a storefront refund of 20.00
+    # that names neither the provider's reference nor the desk's intent
     old = entry("20.00", "rd:b", minute=3)
     new = entry("20.00", "rd:a", minute=4)
     pending = entry("20.00", "rd:c", EntryStatus.PENDING, minute=1)
     order = order_of(authorized("100"), captured("100"), refunded("20.00", "anon"))
     # when the ledger reconciles
     money, changed = reconcile(order, [new, pending, old])
-    # then the oldest sent entry of that amount is confirmed; a pending one never matches by amount
-    assert changed == [old]
-    assert old.confirmed_by == "anon"
-    assert (new.status, pending.status) == (EntryStatus.SENT, EntryStatus.PENDING)
-    assert (money.sent_unreported, money.pending) == (Decimal("20.00"), Decimal("20.00"))
-    assert money.refundable == Decimal("40.00")
+    # then nothing is confirmed on the amount alone: the refund counts as made elsewhere, and the
+    # desk's own still count, so what is left to refund can only be too small, never too large
+    assert changed == []
+    assert (old.status, new.status, pending.status) == (
+        EntryStatus.SENT,
+        EntryStatus.SENT,
+        EntryStatus.PENDING,
+    )
+    assert [r.refund_id for r in money.elsewhere] == ["anon"]
+    assert (money.sent_unreported, money.pending) == (Decimal("40.00"), Decimal("20.00"))
+    assert money.refundable == Decimal("20.00")
 
 
 def test_a_reported_refund_of_another_amount_is_counted_elsewhere() -> None:

@@ -56,5 +56,12 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class Busy(DeskError):
+    """The desk could not do it now (the database kept choosing this request as a deadlock
+    victim); the same request later will work."""
+
+    code = "busy"
+
+
 class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"

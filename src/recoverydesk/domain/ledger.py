@@ -11,8 +11,11 @@ source systems reported, by capture and refund id) and the desk's own ledger ent
   entry that exists;
 - a refund made elsewhere (storefront admin, helpdesk app, PSP dashboard) is learned from its
   ``payment.refunded`` event; ``reconcile`` matches each reported refund to the desk entry it
-  confirms (by provider reference, then by idempotency key, then by amount) and counts the rest
-  as refunded elsewhere, so the desk never refunds that amount again;
+  confirms (by the provider's reference, or by the idempotency key in ``data.intent``) and
+  counts the rest as refunded elsewhere, so the desk never refunds that amount again. A report
+  that names neither is never taken for the desk's own on its amount alone: counting a refund
+  twice makes the desk refund too little (visible, fixable), counting it once when it happened
+  twice would make it refund too much;
 - void only an uncaptured authorization, refund only a captured payment.
 
 Persistence adds what a pure function cannot: the unique key, and a lock on the order row held
@@ -121,16 +124,15 @@ def reconcile(
 ) -> tuple[Balance, list[LedgerEntry]]:
     """Match reported refunds to desk entries; return the money and the entries that changed.
 
-    The matching is done afresh every time, strongest evidence first: the provider's reference
-    or the intent key (whatever the desk thought of it: a report proves a reservation whose
-    answer a crash lost, or a refund the desk took for refused, was made), then what an earlier
-    reconcile settled, then a sent entry of the same amount (oldest first). An entry whose
-    earlier match a stronger one took over goes back to ``sent``."""
+    The matching is done afresh every time: the provider's reference or the intent key
+    (whatever the desk thought of the entry: a report proves that a reservation whose answer a
+    crash lost, or a refund the desk took for refused, was made), then what an earlier reconcile
+    settled. An entry whose earlier match no report backs any more goes back to ``sent``."""
     refunds = [e for e in entries if e.kind is EntryKind.REFUND]
     reported = reported_refunds(order)
     bound: dict[str, LedgerEntry] = {}
     free = list(refunds)
-    for test in (_names, _settled, _same_amount):
+    for test in (_names, _settled):
         for item in reported:
             if item.refund_id in bound:
                 continue
@@ -178,11 +180,6 @@ def _names(item: Reported, entry: LedgerEntry) -> bool:
 
 def _settled(item: Reported, entry: LedgerEntry) -> bool:
     return entry.status.holds_money and entry.confirmed_by == item.refund_id
-
-
-def _same_amount(item: Reported, entry: LedgerEntry) -> bool:
-    sent = entry.status in (EntryStatus.SENT, EntryStatus.CONFIRMED)
-    return sent and entry.amount == item.amount
 
 
 def _oldest(entries: list[LedgerEntry]) -> list[LedgerEntry]:

@@ -148,6 +148,7 @@ class Note:
 
 
 STOP_COMMANDS = ("wms_hold", "wms_cancel")
+REPLAN = frozenset({"payment_captured", "refunded_elsewhere"})
 STOP_FAILURES = frozenset({"no_acknowledgment", "stop_rejected", "stop_refused"})
 PAYMENT = "payment"
 FRAUD_VOID = "fraud_void"
@@ -177,6 +178,8 @@ class Cancellation:
     ack_due_at: datetime | None = None
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
+    rejected_by: str | None = None
+    replans: int = 0  # payments planned again after the money moved under them
     rejected_at: datetime | None = None
     rejection: str | None = None
     exception_reason: str | None = None
@@ -271,7 +274,7 @@ class Cancellation:
             return True
         first_reject = self.rejected_at is None or event.occurred_at < self.rejected_at
         if event.type is EventType.STOPSHIP_REJECTED and first_reject:
-            self.rejected_at = event.occurred_at
+            self.rejected_at, self.rejected_by = event.occurred_at, event.id
             self.rejection = str(event.data.get("message") or "rejected by the warehouse")
             self._note(now, "stop_rejected", {"event": event.id, "message": self.rejection})
             return True
@@ -589,6 +592,13 @@ class Cancellation:
             return [command]
         if sent.status is CommandStatus.PLANNED:
             return []
+        if sent.status is CommandStatus.REFUSED and sent.answer.get("code") in REPLAN:
+            # the money moved between planning and sending (captured, refunded elsewhere):
+            # plan the payment again from the balance as it is now, under a new intent
+            self.replans += 1
+            self._note(now, "payment_replanned", {"why": sent.answer.get("code")})
+            del self.commands[name]
+            return self._step(name, now, plan)
         if sent.status is CommandStatus.REFUSED:
             reason = (
                 "payment_refused" if sent.command.is_payment else f"{sent.command.action}_refused"
@@ -698,6 +708,8 @@ class Cancellation:
         scope = f"cancellation-{self.id}:{self.attempt}"
         if name != PAYMENT:
             scope = f"{scope}:{name}"
+        if self.replans:
+            scope = f"{scope}:r{self.replans}"
         key = intent_key(str(self.merchant_id), scope, kind, amount)
         params = {"amount": str(amount), "currency": order.currency or "USD"}
         return Command(name, "payments", kind.value, key, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from recoverydesk.domain.errors import (
+    Busy,
     Conflict,
     DeskError,
     Forbidden,
@@ -19,6 +20,7 @@ _HTTP: list[tuple[type[DeskError], int]] = [
     (Unauthorized, 401),
     (Forbidden, 403),
     (Conflict, 409),
+    (Busy, 503),
 ]
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE = 0, 1, 2

@@ -52,6 +52,15 @@ class SqlCancellationStore:
         found = [cancellation_from_dict(row.state) for row in rows]
         return {c.order_ref: c for c in found}
 
+    def get(self, merchant_id: int, cancellation_id: int) -> Cancellation | None:
+        row = self._db.execute(
+            select(cancellations.c.state).where(
+                cancellations.c.merchant_id == merchant_id,
+                cancellations.c.id == cancellation_id,
+            )
+        ).first()
+        return cancellation_from_dict(row.state) if row else None
+
     def lock(self, merchant_id: int, cancellation_id: int) -> Cancellation | None:
         row = self._db.execute(
             select(cancellations.c.state)

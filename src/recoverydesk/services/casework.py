@@ -55,12 +55,11 @@ class CaseAction:
 def act_on_case(
     uow: UnitOfWork, *, merchant: Merchant, case_id: int, command: CaseAction, now: datetime
 ) -> Case:
+    if command.action in MONEY_ACTIONS | WORKFLOW_ACTIONS:
+        return _act_on_money(uow, merchant, case_id, command, now)
     case = uow.cases.lock(merchant.id, case_id)
     if case is None:
         raise NotFound(f"no case {case_id}", code="case_not_found")
-    if command.action in MONEY_ACTIONS | WORKFLOW_ACTIONS:
-        _act_on_money(uow, merchant, case, command, now)
-        return case
     if not case.is_open:
         raise InvalidTransition(f"case {case_id} is {case.status.value}: reopen it first")
     triage = triage_for(uow, merchant)
@@ -93,10 +92,16 @@ def _apply(case: Case, command: CaseAction, now: datetime, members: set[str]) ->
 
 
 def _act_on_money(
-    uow: UnitOfWork, merchant: Merchant, case: Case, command: CaseAction, now: datetime
-) -> None:
+    uow: UnitOfWork, merchant: Merchant, case_id: int, command: CaseAction, now: datetime
+) -> Case:
     """Void, refund, retry the failed stop-ship step, or convert to a return. A payment may be
-    asked on a closed case too (a refund after the return came back)."""
+    asked on a closed case too (a refund after the return came back). Locks are taken in the
+    order the worker takes them: the order, the workflow, then the case."""
+    found = uow.cases.get(merchant.id, case_id)
+    if found is None:
+        raise NotFound(f"no case {case_id}", code="case_not_found")
+    uow.orders.lock(merchant.id, [found.order_ref])
+    case = uow.cases.lock(merchant.id, case_id) or found
     if command.action in WORKFLOW_ACTIONS:
         act = (
             stopship.retry_step
@@ -123,3 +128,4 @@ def _act_on_money(
         case.record(now, "note", command.actor, {"text": command.note})
     if case.dirty:
         uow.cases.save(merchant.id, [case])
+    return case

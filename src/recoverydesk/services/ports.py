@@ -85,6 +85,8 @@ class CaseStore(Protocol):
     def save(self, merchant_id: int, cases: Sequence[Case]) -> None:
         """Insert new cases (assigning ids), update changed ones, write pending timeline rows."""
 
+    def get(self, merchant_id: int, case_id: int) -> Case | None: ...
+
     def lock(self, merchant_id: int, case_id: int) -> Case | None: ...
 
     def assignment_state(
@@ -141,6 +143,8 @@ class CancellationStore(Protocol):
 
     def open_for_orders(self, merchant_id: int, refs: Sequence[str]) -> dict[str, Cancellation]: ...
 
+    def get(self, merchant_id: int, cancellation_id: int) -> Cancellation | None: ...
+
     def lock(self, merchant_id: int, cancellation_id: int) -> Cancellation | None: ...
 
     def for_case(self, merchant_id: int, case_id: int) -> list[Cancellation]: ...
@@ -190,7 +194,10 @@ class OutsideCommand:
     order_ref: str | None
     system: str
     action: str
-    key: str  # the idempotency key: the same command sent twice is done once
+    # The idempotency key: the same command sent twice is done once. A payment connector also
+    # puts it in the provider's metadata, so the provider's own report of the refund names it
+    # (``data.intent`` of ``payment.refunded``) and the ledger books it as the desk's.
+    key: str
     params: dict[str, Any]
 
 

@@ -39,6 +39,7 @@ from recoverydesk.domain.ledger import (
     intent_key,
     reconcile,
 )
+from recoverydesk.domain.money import ZERO
 from recoverydesk.domain.orders import OrderView
 from recoverydesk.domain.stopship import (
     ACTOR,
@@ -140,10 +141,16 @@ def _start(
         ),
         None,
     )
+    used = {
+        answer
+        for done in uow.cancellations.for_order(merchant.id, order.ref)
+        for answer in (done.acknowledged_by, done.rejected_by)
+        if answer is not None
+    }
     history = uow.events.history(merchant.id, [order.ref]).get(order.ref, [])
     for earlier in sorted(history, key=lambda e: e.sort_key):
-        if earlier.type in ANSWERS:  # an answer that arrived before the request did
-            workflow.observe(earlier, now)
+        if earlier.type in ANSWERS and earlier.id not in used:
+            workflow.observe(earlier, now)  # an answer that arrived before the request did
     uow.cancellations.save(merchant.id, workflow, now=now)
     log.info("stop-ship started", merchant=merchant.name, order_ref=order.ref, id=workflow.id)
     return workflow
@@ -164,10 +171,21 @@ def _advance_job(merchant: Merchant, workflow: Cancellation, now: datetime) -> J
 
 def advance(uow: UnitOfWork, job: Job, now: datetime) -> None:
     merchant = _merchant_of(uow, job)
-    workflow = uow.cancellations.lock(merchant.id, int(job.payload["cancellation_id"]))
+    workflow = lock_workflow(uow, merchant, int(job.payload["cancellation_id"]))
     if workflow is None or not workflow.is_open:
         return
     move(uow, merchant, workflow, now)
+
+
+def lock_workflow(uow: UnitOfWork, merchant: Merchant, cancellation_id: int) -> Cancellation | None:
+    """Lock a workflow the way every path does: its order first, then the workflow, then (when
+    saving) its case. Intake locks orders before anything else; one order keeps them from
+    deadlocking each other."""
+    seen = uow.cancellations.get(merchant.id, cancellation_id)
+    if seen is None:
+        return None
+    uow.orders.lock(merchant.id, [seen.order_ref])
+    return uow.cancellations.lock(merchant.id, cancellation_id)
 
 
 def move(uow: UnitOfWork, merchant: Merchant, workflow: Cancellation, now: datetime) -> None:
@@ -385,9 +403,18 @@ def _merchant_of(uow: UnitOfWork, job: Job) -> Merchant:
 
 
 @dataclass(frozen=True, slots=True)
+class Skip:
+    """Why a payment is not sent after all; ``code`` answers the workflow with a refusal it
+    plans around (a void of what was captured meanwhile becomes a refund ...)."""
+
+    why: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     command: OutsideCommand
-    skip: str | None  # why the call is not made (already answered, refunded elsewhere)
+    skip: Skip | None
 
 
 class SendOutside:
@@ -424,8 +451,9 @@ class SendOutside:
         command = prepared.command
         merchant = _merchant_of(uow, job)
         if result is None:
-            answer = {"skipped": prepared.skip or "", "reference": None}
-            accepted = True
+            skip = prepared.skip or Skip("not sent")
+            answer = {"skipped": skip.why, "code": skip.code, "reference": None}
+            accepted = skip.code is None
         else:
             answer = {"reference": result.reference, "message": result.message, **result.facts}
             accepted = result.accepted
@@ -440,10 +468,11 @@ class SendOutside:
                 answer=_jsonable(answer),
                 at=now,
             )
-        entry = _settle(uow, merchant, command=command, result=result, skip=prepared.skip, now=now)
+        why = prepared.skip.why if prepared.skip else None
+        entry = _settle(uow, merchant, command=command, result=result, skip=why, now=now)
         workflow_id = job.payload.get("cancellation_id")
         if workflow_id is not None:
-            workflow = uow.cancellations.lock(merchant.id, int(workflow_id))
+            workflow = lock_workflow(uow, merchant, int(workflow_id))
             if workflow is not None:
                 workflow.answered(command.key, accepted=accepted, answer=answer, at=now)
                 move(uow, merchant, workflow, now)
@@ -451,23 +480,34 @@ class SendOutside:
             _note_payment(uow, merchant, entry, answer, now)
 
 
-def _why_not_send(uow: UnitOfWork, command: OutsideCommand) -> str | None:
-    """A payment goes out only while its reservation is pending and still fits the balance:
-    a refund reported elsewhere since the reservation is never repeated."""
+def _why_not_send(uow: UnitOfWork, command: OutsideCommand) -> Skip | None:
+    """A payment goes out only while its reservation is pending and the order's money still
+    allows it: a void or a release only while nothing is captured; a refund only while it fits
+    what is left, so a refund reported elsewhere since the reservation is never repeated (even
+    on a retry: the desk cannot tell a failed attempt that never reached the provider from one
+    whose answer a crash lost; connectors send the key in the provider's metadata, so the
+    provider's report of a desk refund names its intent and confirms the entry instead)."""
     if command.action not in {kind.value for kind in EntryKind}:
         return None
     entry = uow.ledger.by_key(command.merchant_id, command.key)
     if entry is None:
-        return "no reservation in the ledger"
+        return Skip("no reservation in the ledger", "no_reservation")
     if entry.status is not EntryStatus.PENDING:
-        return f"already {entry.status.value}"
-    if entry.kind is not EntryKind.REFUND or command.order_ref is None:
+        return Skip(f"already {entry.status.value}")
+    return _money_forbids(uow, command.merchant_id, entry)
+
+
+def _money_forbids(uow: UnitOfWork, merchant_id: int, entry: LedgerEntry) -> Skip | None:
+    order = uow.orders.get(merchant_id, entry.order_ref) or OrderView(ref=entry.order_ref)
+    if entry.kind is not EntryKind.REFUND:
+        if order.payment.captured > ZERO:
+            return Skip("captured meanwhile: a captured payment is refunded", "payment_captured")
         return None
-    order = uow.orders.get(command.merchant_id, command.order_ref) or OrderView(ref=entry.order_ref)
-    money, _ = reconcile(order, uow.ledger.for_order(command.merchant_id, entry.order_ref))
+    money, _ = reconcile(order, uow.ledger.for_order(merchant_id, entry.order_ref))
     available = money.captured - money.refunded - (money.pending - entry.amount)
     if entry.amount > available:
-        return f"refunded elsewhere meanwhile ({money.refunded_elsewhere} elsewhere)"
+        why = f"refunded elsewhere meanwhile ({money.refunded_elsewhere} elsewhere)"
+        return Skip(why, "refunded_elsewhere")
     return None
 
 
@@ -583,6 +623,7 @@ def request_cancellation(
 
 
 def open_workflow_of_case(uow: UnitOfWork, merchant: Merchant, case: Case) -> Cancellation:
+    uow.orders.lock(merchant.id, [case.order_ref])  # the order first, as every path does
     workflow = uow.cancellations.open_for_order(merchant.id, case.order_ref)
     if workflow is None:
         raise LedgerRefusal(

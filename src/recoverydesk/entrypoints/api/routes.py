@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import (
+    Busy,
     Forbidden,
     InvalidEvent,
     InvalidInput,
@@ -26,7 +29,7 @@ from recoverydesk.services import stopship
 from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.casework import MONEY_ACTIONS, CaseAction, DeskAction, act_on_case
 from recoverydesk.services.merchants import Role, authenticate
-from recoverydesk.services.ports import IncomingEvent, Merchant
+from recoverydesk.services.ports import IncomingEvent, Merchant, TransientConflict
 from recoverydesk.services.views import (
     cancellation_to_dict,
     case_detail,
@@ -194,6 +197,24 @@ def _stopship_of(uow: Any, merchant_id: int, ref: str, case_id: int | None) -> d
     }
 
 
+T = TypeVar("T")
+ATTEMPTS = 5
+
+
+def _in_one_transaction(desk: Desk, work: Callable[[Any], T]) -> T:
+    """Run ``work`` in a unit of work and commit; a transaction the database chose as a
+    deadlock victim (or found busy) is run again, then the caller is told to retry (503)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            with desk.uow() as uow:
+                result = work(uow)
+                uow.commit()
+            return result
+        except TransientConflict:
+            time.sleep(0.02 * attempt)
+    raise Busy("the desk is busy with this order right now; try again", code="busy")
+
+
 MONEY_ROLES = frozenset({Role.FINANCE, Role.LEAD, Role.ADMIN})
 
 
@@ -230,9 +251,11 @@ def post_case_action(
         amount=_amount(body.amount) if body.amount is not None else None,
         concession=body.concession,
     )
-    with desk.uow() as uow:
+
+    def act(uow: Any) -> None:
         act_on_case(uow, merchant=merchant, case_id=case_id, command=command, now=desk.clock.now())
-        uow.commit()
+
+    _in_one_transaction(desk, act)
     with desk.reader() as uow:
         case = uow.cases.get(who.merchant_id, case_id)
         assert case is not None
@@ -295,11 +318,12 @@ def post_cancellation(
         request_id=body.request_id,
     )
     actor = body.actor or f"{who.role.value}@{who.merchant}"
-    with desk.uow() as uow:
-        workflow, new = stopship.request_cancellation(
+    workflow, new = _in_one_transaction(
+        desk,
+        lambda uow: stopship.request_cancellation(
             uow, merchant, ref, ask, actor=actor, now=desk.clock.now()
-        )
-        uow.commit()
+        ),
+    )
     if not new:
         response.status_code = 200
     with desk.reader() as uow:
