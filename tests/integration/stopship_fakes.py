@@ -111,6 +111,11 @@ class FakeOutside:
             mode = self.modes.get(group_of(command.system), OK)
             if mode == DOWN:
                 raise OutsideUnavailable(f"{command.system} is unreachable (connector failure)")
+            if command.action == "refund_lookup":  # the provider's search by idempotency key
+                made = [r for r in self.refunds if r.key == command.params["intent"]]
+                if made:
+                    return OutsideAnswer(True, reference=made[0].reference)
+                return OutsideAnswer(False, message="no refund with that key")
             known = self._answers.get(command.key)
             if known is not None:
                 params, answer = known

@@ -866,10 +866,11 @@ def test_a_refund_whose_answer_a_crash_lost_is_booked_as_the_desks_refund() -> N
         assert [r.key for r in w.fake.refunds].count(lost.key) == 1
 
 
-def test_a_crash_lost_refund_reported_without_its_intent_is_never_made_twice() -> None:
+def test_a_crash_lost_refund_reported_without_its_intent_is_found_by_its_key() -> None:
     """The same crash, with a report that does not name the intent (a provider without
-    metadata): the desk cannot tell it from a refund made elsewhere, so it counts it as one
-    and does not send its own again (counting twice is safe, refunding twice is not)."""
+    metadata): on its own the desk cannot tell it from a refund made elsewhere. The retried send
+    does not refund again: it asks the provider for a refund made under its key, finds it, and
+    books it as the desk's."""
     with world() as w:
         ref = w._place(captured=True, state="not_released", stale=False, reverse=False)
         w.request_cancel(ref, who="customer", lines="BULB", ago=0, via_desk=False)
@@ -882,8 +883,9 @@ def test_a_crash_lost_refund_reported_without_its_intent_is_never_made_twice() -
         with w.desk.reader() as uow:
             entry = uow.ledger.by_key(w.merchant.id, lost.key)
         assert entry is not None
-        assert entry.status is EntryStatus.SKIPPED
+        assert (entry.status, entry.reference) == (EntryStatus.SENT, lost.reference)
         assert [r.key for r in w.fake.refunds].count(lost.key) == 1
+        assert [c.action for c in w.fake.calls].count("refund_lookup") == 1
 
 
 def test_a_new_cancellation_waits_for_its_own_stop_to_be_acknowledged() -> None:

@@ -409,6 +409,10 @@ class Skip:
 
     why: str
     code: str | None = None
+    ask_first: bool = False  # a retried refund: ask the provider whether it made it already
+
+
+LOOKUP = "refund_lookup"
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,10 +437,19 @@ class SendOutside:
             key=str(p["key"]),
             params=dict(p["params"]),
         )
-        return Prepared(command, _why_not_send(uow, command))
+        skip = _why_not_send(uow, command)
+        if skip is not None and skip.code == "refunded_elsewhere" and job.attempts > 1:
+            skip = Skip(skip.why, skip.code, ask_first=True)
+        return Prepared(command, skip)
 
     def call(self, prepared: Prepared) -> OutsideAnswer | None:
-        if prepared.skip is not None:
+        skip = prepared.skip
+        if skip is not None and skip.ask_first:
+            found = self._outside.send(_lookup(prepared.command))
+            if not (found.accepted and found.reference):
+                return None  # the provider made none: it was refunded elsewhere
+            return OutsideAnswer(True, reference=found.reference, facts={"found_by_lookup": True})
+        if skip is not None:
             return None
         return self._outside.send(prepared.command)
 
@@ -478,6 +491,20 @@ class SendOutside:
                 move(uow, merchant, workflow, now)
         elif entry is not None:
             _note_payment(uow, merchant, entry, answer, now)
+
+
+def _lookup(command: OutsideCommand) -> OutsideCommand:
+    """Ask the provider for the refund it made under this idempotency key, if any: an earlier
+    attempt may have reached it before a crash lost the answer, and the provider's report of
+    it (without the intent) now reads as a refund made elsewhere."""
+    return OutsideCommand(
+        merchant_id=command.merchant_id,
+        order_ref=command.order_ref,
+        system=command.system,
+        action=LOOKUP,
+        key=f"lookup:{command.key}",
+        params={"intent": command.key, **command.params},
+    )
 
 
 def _why_not_send(uow: UnitOfWork, command: OutsideCommand) -> Skip | None:
