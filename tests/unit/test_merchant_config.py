@@ -672,3 +672,45 @@ def test_an_error_names_the_file_it_came_from():
     # when it is parsed, then the message names that file
     with pytest.raises(InvalidConfig, match=r"^merchants/globex\.yaml:2: currency: "):
         parse_settings("merchant: globex\ncurrency: euro\n", "merchants/globex.yaml")
+
+
+def test_webhook_secrets_are_kept_for_the_desk_and_masked_everywhere_else():
+    # given a configuration with a rotating Shopify secret and a Stripe secret from the environment
+    settings = parse_settings(
+        dedent(
+            """
+            connectors:
+              webhooks:
+                shopify: {secrets: [new-secret, old-secret]}
+                stripe: {secrets_env: [ACME_STRIPE_WHSEC], tolerance: PT2M}
+            """
+        ),
+        "acme.yaml",
+    )
+    hooks = settings.connectors.webhooks
+    # then both Shopify secrets are candidates, the current one first, and Stripe's comes from
+    # the environment when it is set there
+    assert hooks["shopify"].secret_values({}) == ["new-secret", "old-secret"]
+    assert hooks["stripe"].secret_values({"ACME_STRIPE_WHSEC": "whsec_1"}) == ["whsec_1"]
+    assert hooks["stripe"].secret_values({}) == []
+    assert hooks["stripe"].tolerance == timedelta(minutes=2)
+    # and no secret shows in a repr (logs) or in a plain dump (what an API would return)
+    assert "new-secret" not in repr(settings)
+    assert "new-secret" not in str(settings.model_dump(mode="json"))
+    # but the stored form keeps them, and reads back the same
+    stored = settings.model_dump(mode="json", context={"reveal": True})
+    again = settings_from_stored(stored).connectors.webhooks["shopify"]
+    assert again.secret_values({}) == ["new-secret", "old-secret"]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("connectors: {webhooks: {paypal: {secrets: [x]}}}", "unknown webhook provider 'paypal'"),
+        ("connectors: {webhooks: {shopify: {}}}", "give the signing secret"),
+        ("connectors: {webhooks: {shopify: {secrets_env: [lower]}}}", "secrets_env.0"),
+    ],
+)
+def test_webhook_settings_mistakes_are_refused(text, says):
+    with pytest.raises(InvalidConfig, match=says):
+        parse_settings(text, "acme.yaml")

@@ -5,13 +5,25 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from recoverydesk.domain.errors import InvalidConfig, InvalidInput, NotFound, Unauthorized
 from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC
@@ -30,16 +42,67 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+WEBHOOK_PROVIDERS = frozenset(
+    {"shopify", "woocommerce", "stripe", "adyen", "zendesk", "aftership", "easypost", "wms"}
+)
+MASK = "**********"
+
+
+class WebhookSource(BaseModel):
+    """One provider's inbound webhooks (``POST /webhooks/{provider}/{merchant}``): its signing
+    secrets, the current one first and the previous one while a rotation lasts, written in the
+    file or named as environment variables (``secrets_env``). A secret is shown as a mask
+    everywhere but in the stored configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    secrets: tuple[SecretStr, ...] = ()
+    secrets_env: tuple[Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")], ...] = ()
+    tolerance: timedelta = timedelta(minutes=5)
+
+    @field_serializer("secrets")
+    def _stored_or_masked(
+        self, secrets: tuple[SecretStr, ...], info: SerializationInfo
+    ) -> list[str]:
+        reveal = bool((info.context or {}).get("reveal"))
+        return [s.get_secret_value() if reveal else MASK for s in secrets]
+
+    @model_validator(mode="after")
+    def _some_secret(self) -> WebhookSource:
+        if not self.secrets and not self.secrets_env:
+            raise ValueError("give the signing secret: secrets or secrets_env")
+        return self
+
+    def secret_values(self, environ: Mapping[str, str]) -> list[str]:
+        found = [s.get_secret_value() for s in self.secrets]
+        return found + [environ[name] for name in self.secrets_env if environ.get(name)]
+
+
+class Connectors(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    webhooks: dict[str, WebhookSource] = Field(default_factory=dict)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _known_providers(cls, value: dict[str, WebhookSource]) -> dict[str, WebhookSource]:
+        for name in value:
+            if name not in WEBHOOK_PROVIDERS:
+                known = ", ".join(sorted(WEBHOOK_PROVIDERS))
+                raise ValueError(f"unknown webhook provider {name!r} (use {known})")
+        return value
+
+
 class MerchantSettings(Policy):
-    """A merchant's configuration file: identity, then the triage policy (``services.policy``).
+    """A merchant's configuration file: identity, then the triage policy (``services.policy``),
+    the stop-ship settings and the connectors.
 
     Without a ``calendar`` section the business calendar is Monday to Friday, 09:00-17:00 in the
-    merchant's ``time_zone``. Later issues add playbooks, templates and connector settings.
+    merchant's ``time_zone``. Later issues add playbooks and templates.
     """
 
     merchant: str | None = None
     time_zone: str = "UTC"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+    connectors: Connectors = Connectors()
 
     @model_validator(mode="before")
     @classmethod
@@ -191,7 +254,7 @@ def _store_settings(
         merchant,
         source=source,
         content=content,
-        settings=settings.model_dump(mode="json", by_alias=True),
+        settings=settings.model_dump(mode="json", by_alias=True, context={"reveal": True}),
         time_zone=settings.time_zone,
         now=clock.now(),
     )
@@ -233,3 +296,12 @@ def authenticate(uow: UnitOfWork, token: str) -> tuple[Merchant, Role]:
     if found is None:
         raise Unauthorized("invalid API token")
     return found[0], Role(found[1])
+
+
+def connectors_of(uow: UnitOfWork, merchant: Merchant) -> Connectors:
+    """The merchant's connector settings at its current configuration version (parsed once
+    per stored version, as triage's policy is)."""
+    from recoverydesk.services.triage import triage_for
+
+    policy = triage_for(uow, merchant).policy
+    return policy.connectors if isinstance(policy, MerchantSettings) else Connectors()
