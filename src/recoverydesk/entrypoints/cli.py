@@ -161,9 +161,13 @@ def ingest(
 
 @app.command("normalize")
 def normalize(provider: str, file: Path) -> None:
-    """Print the canonical events a payload becomes (nothing is stored)."""
+    """Print the canonical events a payload becomes (nothing is stored).
+
+    PROVIDER is ``canonical`` (JSONL of canonical events) or a vendor (``shopify``, ``stripe`` …)
+    whose one JSON payload in FILE is translated."""
     if provider != "canonical":
-        raise fail(f"unknown provider {provider!r}; this desk knows: canonical")
+        _normalize_vendor(provider, file)
+        return
     bad = 0
     for where, outcome in guarded(lambda: list(read_events(file))):
         if isinstance(outcome, InvalidEvent):
@@ -173,6 +177,29 @@ def normalize(provider: str, file: Path) -> None:
             typer.echo(json.dumps(event_to_dict(outcome.event), sort_keys=True))
     if bad:
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _normalize_vendor(provider: str, file: Path) -> None:
+    from recoverydesk.connectors.normalize import PROVIDERS
+    from recoverydesk.connectors.normalize import normalize as normalize_payload
+
+    if provider not in PROVIDERS:
+        known = ", ".join(["canonical", *sorted(PROVIDERS)])
+        raise fail(f"unknown provider {provider!r}; this desk knows: {known}")
+    try:
+        payload = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise fail(f"{file}: cannot read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise fail(f"{file}: not a JSON payload ({error})") from None
+    try:
+        result = normalize_payload(provider, payload)
+    except DeskError as error:
+        raise fail(f"{file}: {error.message}") from None
+    for item in result.events:
+        typer.echo(json.dumps(item, sort_keys=True))
+    if not result.events:
+        typer.echo(f"not an order exception: {result.not_an_exception}")
 
 
 @app.command("replay")
