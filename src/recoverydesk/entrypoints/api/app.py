@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import DeskError, PayloadTooLarge
-from recoverydesk.entrypoints.api import routes
+from recoverydesk.entrypoints.api import routes, webhooks
 from recoverydesk.entrypoints.errors import error_body, http_status
 from recoverydesk.entrypoints.worker import WorkerThread
 
@@ -48,6 +48,7 @@ def create_app(desk: Desk, *, run_worker: bool = False) -> FastAPI:
     _add_error_handlers(app)
     _add_middleware(app, desk)
     app.include_router(routes.router)
+    app.include_router(webhooks.router)
     _add_operations(app, desk)
     return app
 
