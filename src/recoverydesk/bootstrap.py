@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from recoverydesk.config import Settings
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
+from recoverydesk.connectors.outbound import OutsideRouter
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
@@ -28,6 +29,8 @@ from recoverydesk.services.notifications import ChatSender, EmailSender
 from recoverydesk.services.ports import IncomingEvent, Merchant, OutsideSystems
 from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
+
+CONNECTORS: dict[str, OutsideSystems] = {}  # by kind; the connectors register here
 
 
 @dataclass
@@ -99,7 +102,7 @@ def bootstrap(
             **TIMERS,
             **ESCALATION,
             **notification_handlers(email, chat),
-            **stopship.handlers(outside or AcceptingOutside()),
+            **stopship.handlers(outside or OutsideRouter(CONNECTORS, AcceptingOutside())),
         },
     )
     desk.metrics.watch_database(desk.database_figures)

@@ -77,9 +77,48 @@ class WebhookSource(BaseModel):
         return found + [environ[name] for name in self.secrets_env if environ.get(name)]
 
 
+OUTBOUND_SYSTEMS = frozenset({"payments", "wms", "erp", "storefront", "helpdesk", "email"})
+
+
+class Connection(BaseModel):
+    """How the desk reaches one of the merchant's systems: the connector (``kind``), its base
+    URL, and its credentials, written in the file or named as environment variables. Other
+    keys are the connector's own settings (an account id, a location ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] | None = None
+
+    @field_serializer("api_key")
+    def _stored_or_masked(self, key: SecretStr | None, info: SerializationInfo) -> str | None:
+        if key is None:
+            return None
+        return key.get_secret_value() if (info.context or {}).get("reveal") else MASK
+
+    def resolved(self, environ: Mapping[str, str]) -> dict[str, Any]:
+        """What a connector needs, secrets included (never log it)."""
+        found = self.model_dump(exclude={"api_key", "api_key_env"})
+        key = self.api_key.get_secret_value() if self.api_key else None
+        if key is None and self.api_key_env:
+            key = environ.get(self.api_key_env)
+        return {**found, "api_key": key}
+
+
 class Connectors(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     webhooks: dict[str, WebhookSource] = Field(default_factory=dict)
+    outbound: dict[str, Connection] = Field(default_factory=dict)
+
+    @field_validator("outbound")
+    @classmethod
+    def _known_systems(cls, value: dict[str, Connection]) -> dict[str, Connection]:
+        for name in value:
+            if name not in OUTBOUND_SYSTEMS:
+                known = ", ".join(sorted(OUTBOUND_SYSTEMS))
+                raise ValueError(f"unknown system {name!r} (use {known})")
+        return value
 
     @field_validator("webhooks")
     @classmethod

@@ -5,7 +5,7 @@ Adapters in ``persistence`` (and later ``connectors``) implement them; ``bootstr
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -199,6 +199,11 @@ class OutsideCommand:
     # (``data.intent`` of ``payment.refunded``) and the ledger books it as the desk's.
     key: str
     params: dict[str, Any]
+    # How to reach the merchant's system for this command (``connectors.outbound`` of its
+    # configuration, secrets resolved): empty when none is configured. Never logged.
+    connection: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # The order's ids in the merchant's systems (a PSP's payment intent, the ERP's record ...).
+    order_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

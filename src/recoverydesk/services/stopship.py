@@ -16,9 +16,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -53,6 +54,7 @@ from recoverydesk.domain.stopship import (
 from recoverydesk.domain.triage import Priority
 from recoverydesk.services.canonical import event_to_dict, parse_event
 from recoverydesk.services.jobs import JobHandler
+from recoverydesk.services.merchants import connectors_of
 from recoverydesk.services.ports import (
     IncomingEvent,
     Job,
@@ -429,13 +431,19 @@ class SendOutside:
 
     def prepare(self, uow: UnitOfWork, job: Job, now: datetime) -> Prepared:
         p = job.payload
+        merchant = _merchant_of(uow, job)
+        ref = p.get("order_ref")
+        order = uow.orders.get(merchant.id, str(ref)) if ref else None
+        connection = connectors_of(uow, merchant).outbound.get(str(p["system"]))
         command = OutsideCommand(
             merchant_id=job.merchant_id,
-            order_ref=p.get("order_ref"),
+            order_ref=ref,
             system=str(p["system"]),
             action=str(p["action"]),
             key=str(p["key"]),
             params=dict(p["params"]),
+            connection=connection.resolved(os.environ) if connection else {},
+            order_ids=dict(order.system_ids) if order else {},
         )
         skip = _why_not_send(uow, command)
         if skip is not None and skip.code == "refunded_elsewhere" and job.attempts > 1:
@@ -497,10 +505,8 @@ def _lookup(command: OutsideCommand) -> OutsideCommand:
     """Ask the provider for the refund it made under this idempotency key, if any: an earlier
     attempt may have reached it before a crash lost the answer, and the provider's report of
     it (without the intent) now reads as a refund made elsewhere."""
-    return OutsideCommand(
-        merchant_id=command.merchant_id,
-        order_ref=command.order_ref,
-        system=command.system,
+    return replace(
+        command,
         action=LOOKUP,
         key=f"lookup:{command.key}",
         params={"intent": command.key, **command.params},
