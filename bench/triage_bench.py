@@ -952,7 +952,7 @@ def _workers(url: str, count: int, workdir: Path, label: str, *, real: bool) -> 
             command = [sys.executable, __file__, "--as-worker", url, "--worker-name", name]
         log = (workdir / f"{name}.log").open("w")
         processes.append(
-            (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log)  # noqa: S603
+            (subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log)
         )
     deadline = time.monotonic() + 60
     for index, (process, _) in enumerate(processes):
