@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 from recoverydesk.config import Settings
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.connectors.outbound import OutsideRouter
+from recoverydesk.connectors.stripe_payments import StripePayments
+from recoverydesk.connectors.threepl import ThreePLConnector
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
@@ -31,6 +33,8 @@ from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
 
 CONNECTORS: dict[str, OutsideSystems] = {}  # by kind; the connectors register here
+CONNECTORS["stripe"] = StripePayments()
+CONNECTORS["wms_rest"] = ThreePLConnector()
 
 
 @dataclass

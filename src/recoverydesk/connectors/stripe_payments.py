@@ -1,0 +1,363 @@
+"""The payments connector for Stripe (``connectors.outbound.payments.kind: stripe``), on the
+official ``stripe`` SDK.
+
+Commands (system ``payments``), on the order's PaymentIntent (``order_ids.stripe_payment_intent``,
+else its charge ``stripe_charge`` for refunds):
+
+* ``void``: cancel the PaymentIntent (one already canceled counts as done; one captured
+  meanwhile is refused: a captured payment is refunded).
+* ``refund`` (``amount`` in major units, ``currency``): a refund of that amount, under the desk's
+  key as Stripe's ``Idempotency-Key`` and in the refund's metadata (``intent``, ``order_ref``), so
+  Stripe's own ``charge.refunded`` / ``refund.*`` webhooks name the desk's intent.
+* ``reduce_authorization`` (``amount`` to release): Stripe cannot shrink an authorization, so
+  the PaymentIntent is captured for the rest (``amount_to_capture = capturable - amount``);
+  releasing all of it is refused (that is a void).
+* ``refund_lookup`` (``intent`` = an earlier refund's key): the payment's refunds are listed and
+  the one whose metadata carries the intent is the answer (Stripe cannot search refunds).
+
+At the boundary every SDK error becomes either a refusal (``OutsideAnswer(accepted=False)``, with
+Stripe's message and code) or ``OutsideUnavailable`` (retried later): ``ERROR_VERDICTS`` maps
+every error class of the SDK; whatever the class, a 409, a 429 or a 5xx is retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import stripe
+from stripe import oauth_error
+from stripe.params import RefundCreateParams, RefundListParams
+
+from recoverydesk.connectors.normalize._common import minor_units
+from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
+
+Verdict = Literal["retry", "refuse"]
+RETRY: Verdict = "retry"
+REFUSE: Verdict = "refuse"
+
+# Every error class of the installed SDK (``stripe._error`` and ``stripe.oauth_error``), by what
+# the desk does about it; a class missing here is found by the tests (which iterate the SDK).
+ERROR_VERDICTS: dict[type[stripe.StripeError], Verdict] = {
+    stripe.StripeError: REFUSE,  # an unknown kind of answer: a human looks at it
+    stripe.APIError: RETRY,  # Stripe's own trouble (5xx, 409 conflicts)
+    stripe.APIConnectionError: RETRY,  # timeouts, refused connections, resets
+    stripe.RateLimitError: RETRY,
+    stripe.CardError: REFUSE,
+    stripe.InvalidRequestError: REFUSE,
+    stripe.IdempotencyError: REFUSE,  # the key was used with other parameters
+    stripe.AuthenticationError: REFUSE,  # the configured key is wrong: retrying cannot help
+    stripe.PermissionError: REFUSE,
+    stripe.SignatureVerificationError: REFUSE,
+    stripe.StripeErrorWithParamCode: REFUSE,
+    # the v2 API's errors (the desk calls v1 only; refused if one ever appears)
+    stripe.AlreadyCanceledError: REFUSE,
+    stripe.BlockedByStripeError: REFUSE,
+    stripe.CannotProceedError: REFUSE,
+    stripe.CapabilityNotEnabledError: REFUSE,
+    stripe.ControlledByAlternateResourceError: REFUSE,
+    stripe.FeatureNotEnabledError: REFUSE,
+    stripe.FinancialAccountNotOpenError: REFUSE,
+    stripe.FxQuoteNeedsRefreshError: REFUSE,
+    stripe.InsufficientFundsError: REFUSE,
+    stripe.InvalidPaymentMethodError: REFUSE,
+    stripe.InvalidPayoutMethodError: REFUSE,
+    stripe.InvalidVaultedCredentialError: REFUSE,
+    stripe.NotCancelableError: REFUSE,
+    stripe.QuotaExceededError: REFUSE,
+    stripe.RecipientNotNotifiableError: REFUSE,
+    stripe.TemporarySessionExpiredError: REFUSE,
+    stripe.VerificationAttemptFailedError: REFUSE,
+    stripe.VerificationExpiredError: REFUSE,
+    stripe.VerificationNotInitiatedError: REFUSE,
+    # OAuth (Connect onboarding; not used to move money)
+    oauth_error.OAuthError: REFUSE,
+    oauth_error.InvalidClientError: REFUSE,
+    oauth_error.InvalidGrantError: REFUSE,
+    oauth_error.InvalidRequestError: REFUSE,
+    oauth_error.InvalidScopeError: REFUSE,
+    oauth_error.UnsupportedGrantTypeError: REFUSE,
+    oauth_error.UnsupportedResponseTypeError: REFUSE,
+}
+
+_PAGES = 20  # a lookup reads at most 20 pages of 100 refunds of one payment
+
+
+class _Refused(Exception):
+    """A command the connector refuses before (or instead of) calling Stripe."""
+
+    def __init__(self, message: str, **facts: Any) -> None:
+        super().__init__(message)
+        self.message, self.facts = message, facts
+
+
+def verdict(error: stripe.StripeError) -> Verdict:
+    """Retry or refuse: by HTTP status when it says "try later", else by the error's class
+    (the nearest mapped class in its MRO)."""
+    status = error.http_status
+    if status is not None and (status in (409, 429) or status >= 500):
+        return RETRY
+    for cls in type(error).__mro__:
+        if cls in ERROR_VERDICTS:
+            return ERROR_VERDICTS[cls]
+    return REFUSE  # pragma: no cover - every StripeError has StripeError in its MRO
+
+
+def answer_for(error: stripe.StripeError, action: str) -> OutsideAnswer:
+    """The desk's answer to an SDK error: a refusal, or ``OutsideUnavailable`` raised."""
+    message = error.user_message or type(error).__name__
+    status = f"HTTP {error.http_status}" if error.http_status else "no HTTP answer"
+    if verdict(error) == RETRY:
+        raise OutsideUnavailable(
+            f"Stripe is unavailable for {action} ({type(error).__name__}, {status}): {message}"
+        )
+    code = error.code
+    if isinstance(error, stripe.AuthenticationError):
+        message = (
+            f"the API key was rejected (check connectors.outbound.payments.api_key): {message}"
+        )
+    elif isinstance(error, stripe.PermissionError):
+        message = f"the API key may not do this (a restricted key?): {message}"
+    facts: dict[str, Any] = {"stripe_error": type(error).__name__, "http_status": error.http_status}
+    if code:
+        facts["stripe_code"] = str(code)
+    if error.error is not None and error.error.type:
+        facts["stripe_type"] = error.error.type
+    if error.request_id:
+        facts["stripe_request"] = error.request_id
+    detail = f" [{code}]" if code else ""
+    return OutsideAnswer(
+        accepted=False, message=f"Stripe refused {action}{detail}: {message}", facts=facts
+    )
+
+
+def to_minor(amount: object, currency: str) -> int:
+    """A major-unit decimal string to Stripe's integer minor units (10.99 USD -> 1099,
+    500 JPY -> 500), refusing amounts the currency cannot hold."""
+    code = currency.upper()
+    exponent = -Decimal(minor_units(1, code, "unit")).as_tuple().exponent  # type: ignore[operator]
+    try:
+        value = Decimal(str(amount))
+    except InvalidOperation:
+        raise _Refused(f"amount {amount!r} is not a number") from None
+    minor = value.scaleb(exponent)
+    if not value.is_finite() or minor != minor.to_integral_value() or minor <= 0:
+        raise _Refused(f"amount {amount} {code} is not a positive amount in {code}'s units")
+    return int(minor)
+
+
+def _major(minor: int, currency: str) -> str:
+    return minor_units(minor, currency.upper(), "amount")
+
+
+class StripePayments:
+    """``OutsideSystems`` for Stripe; one SDK client per (base URL, key), shared by threads."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 20.0,
+        connect_timeout: float = 5.0,
+        max_network_retries: int = 1,
+    ) -> None:
+        self._timeout = (connect_timeout, timeout)
+        self._retries = max_network_retries
+        self._clients: dict[tuple[str, str], tuple[stripe.StripeClient, stripe.HTTPClient]] = {}
+        self._lock = threading.Lock()
+
+    def send(self, command: OutsideCommand) -> OutsideAnswer:
+        action = _ACTIONS.get(command.action)
+        if command.system != "payments" or action is None:
+            return OutsideAnswer(
+                accepted=False,
+                message=f"the Stripe connector does not do {command.system}.{command.action}",
+            )
+        try:
+            client = self._client(command.connection)
+            return action(client, command)
+        except _Refused as refused:
+            return OutsideAnswer(accepted=False, message=refused.message, facts=refused.facts)
+        except stripe.StripeError as error:
+            return answer_for(error, command.action)
+
+    def close(self) -> None:
+        """Close this thread's HTTP sessions (each thread's requests session is its own)."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for _, http in clients:
+            http.close()  # type: ignore[no-untyped-call]
+
+    def _client(self, connection: Mapping[str, Any]) -> stripe.StripeClient:
+        api_key = str(connection.get("api_key") or "")
+        if not api_key:
+            raise _Refused(
+                "no Stripe API key: set connectors.outbound.payments.api_key (or api_key_env)"
+            )
+        base_url = str(connection.get("base_url") or "").rstrip("/")
+        with self._lock:
+            found = self._clients.get((base_url, api_key))
+            if found is None:
+                http = stripe.RequestsClient(timeout=self._timeout)
+                client = stripe.StripeClient(
+                    api_key,
+                    base_addresses={"api": base_url} if base_url else {},
+                    max_network_retries=self._retries,
+                    http_client=http,
+                )
+                found = self._clients[(base_url, api_key)] = (client, http)
+        return found[0]
+
+
+def _intent_id(command: OutsideCommand) -> str:
+    intent = command.order_ids.get("stripe_payment_intent")
+    if not intent:
+        raise _Refused(
+            f"order {command.order_ref} has no Stripe PaymentIntent id "
+            "(order ids: stripe_payment_intent)"
+        )
+    return intent
+
+
+def _void(client: stripe.StripeClient, command: OutsideCommand) -> OutsideAnswer:
+    intent_id = _intent_id(command)
+    try:
+        intent = client.v1.payment_intents.cancel(
+            intent_id,
+            {"cancellation_reason": "requested_by_customer"},
+            {"idempotency_key": command.key},
+        )
+    except stripe.InvalidRequestError as error:
+        if error.code != "payment_intent_unexpected_state":
+            raise
+        intent = client.v1.payment_intents.retrieve(intent_id)
+        if intent.status != "canceled":
+            raise _Refused(
+                f"PaymentIntent {intent_id} is {intent.status}: "
+                + (
+                    "it was captured, so it is refunded, not voided"
+                    if intent.status == "succeeded"
+                    else "it cannot be canceled"
+                ),
+                stripe_status=intent.status,
+            ) from None
+        return OutsideAnswer(
+            accepted=True,
+            reference=intent.id,
+            facts={"status": intent.status, "already_canceled": True},
+        )
+    return OutsideAnswer(accepted=True, reference=intent.id, facts={"status": intent.status})
+
+
+def _refund(client: stripe.StripeClient, command: OutsideCommand) -> OutsideAnswer:
+    currency = str(command.params.get("currency") or "")
+    if len(currency) != 3:
+        raise _Refused(f"refund without a currency (params: {sorted(command.params)})")
+    amount = to_minor(command.params.get("amount"), currency)
+    metadata = {"intent": command.key}
+    if command.order_ref:
+        metadata["order_ref"] = command.order_ref
+    params: RefundCreateParams = {
+        "amount": amount,
+        "reason": "requested_by_customer",
+        "metadata": metadata,
+    }
+    intent_id = command.order_ids.get("stripe_payment_intent")
+    charge_id = command.order_ids.get("stripe_charge")
+    if intent_id:
+        paid = client.v1.payment_intents.retrieve(intent_id).currency
+        params["payment_intent"] = intent_id
+    elif charge_id:
+        paid = client.v1.charges.retrieve(charge_id).currency
+        params["charge"] = charge_id
+    else:
+        raise _Refused(
+            f"order {command.order_ref} has no Stripe payment id "
+            "(order ids: stripe_payment_intent or stripe_charge)"
+        )
+    if paid.upper() != currency.upper():
+        raise _Refused(f"the payment is in {paid.upper()}, the refund asked in {currency.upper()}")
+    refund = client.v1.refunds.create(params, {"idempotency_key": command.key})
+    facts = {"status": refund.status, "amount": _major(refund.amount, refund.currency)}
+    if refund.status in ("failed", "canceled"):
+        why = refund.failure_reason or refund.status
+        return OutsideAnswer(
+            accepted=False, reference=refund.id, message=f"Stripe's refund {why}", facts=facts
+        )
+    return OutsideAnswer(accepted=True, reference=refund.id, facts=facts)
+
+
+def _reduce_authorization(client: stripe.StripeClient, command: OutsideCommand) -> OutsideAnswer:
+    intent_id = _intent_id(command)
+    intent = client.v1.payment_intents.retrieve(intent_id)
+    currency = str(command.params.get("currency") or intent.currency)
+    if currency.upper() != intent.currency.upper():
+        raise _Refused(
+            f"the payment is in {intent.currency.upper()}, the release asked in {currency.upper()}"
+        )
+    release = to_minor(command.params.get("amount"), currency)
+    if intent.status != "requires_capture":
+        raise _Refused(
+            f"PaymentIntent {intent_id} is {intent.status}: only an uncaptured authorization "
+            "can be reduced",
+            stripe_status=intent.status,
+        )
+    keep = intent.amount_capturable - release
+    if keep <= 0:
+        raise _Refused(
+            f"releasing {_major(release, currency)} of an authorization of "
+            f"{_major(intent.amount_capturable, currency)} leaves nothing to capture: "
+            "void the payment instead",
+        )
+    captured = client.v1.payment_intents.capture(
+        intent_id, {"amount_to_capture": keep}, {"idempotency_key": command.key}
+    )
+    return OutsideAnswer(
+        accepted=True,
+        reference=captured.id,
+        facts={
+            "status": captured.status,
+            "captured": _major(keep, currency),
+            "released": _major(release, currency),
+        },
+    )
+
+
+def _refund_lookup(client: stripe.StripeClient, command: OutsideCommand) -> OutsideAnswer:
+    intent = str(command.params.get("intent") or "")
+    if not intent:
+        raise _Refused("a refund lookup needs the refund's intent (params.intent)")
+    params: RefundListParams = {"limit": 100}
+    if command.order_ids.get("stripe_payment_intent"):
+        params["payment_intent"] = command.order_ids["stripe_payment_intent"]
+    elif command.order_ids.get("stripe_charge"):
+        params["charge"] = command.order_ids["stripe_charge"]
+    else:
+        raise _Refused(f"order {command.order_ref} has no Stripe payment id to look refunds up")
+    for _ in range(_PAGES):
+        page = client.v1.refunds.list(params)
+        for refund in page.data:
+            meta: Mapping[str, Any] = refund.to_dict().get("metadata") or {}
+            if intent in (meta.get("intent"), meta.get("idempotency_key")):
+                return OutsideAnswer(
+                    accepted=True,
+                    reference=refund.id,
+                    facts={
+                        "status": refund.status,
+                        "amount": _major(refund.amount, refund.currency),
+                    },
+                )
+        if not page.has_more or not page.data:
+            break
+        params["starting_after"] = page.data[-1].id
+    return OutsideAnswer(accepted=False, message=f"Stripe has no refund made under intent {intent}")
+
+
+_ACTIONS: dict[str, Callable[[stripe.StripeClient, OutsideCommand], OutsideAnswer]] = {
+    "void": _void,
+    "refund": _refund,
+    "reduce_authorization": _reduce_authorization,
+    "refund_lookup": _refund_lookup,
+}
