@@ -110,6 +110,11 @@ class Connectors(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     webhooks: dict[str, WebhookSource] = Field(default_factory=dict)
     outbound: dict[str, Connection] = Field(default_factory=dict)
+    # Systems the desk polls, by a name of the merchant's choosing (``netsuite``, ``shop``...):
+    # ``kind`` picks the poller; ``every`` (ISO 8601 duration) how often, default 5 minutes.
+    polling: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")], Connection] = Field(
+        default_factory=dict
+    )
 
     @field_validator("outbound")
     @classmethod

@@ -219,6 +219,26 @@ class OutsideSystems(Protocol):
         """Send one command; raise ``OutsideUnavailable`` when it should be retried later."""
 
 
+@dataclass(frozen=True, slots=True)
+class PollPage:
+    """One page of what a polled system changed since a cursor."""
+
+    events: list[dict[str, Any]]  # canonical event dicts (CONTRACT.md), deterministic ids
+    cursor: str | None  # where the next poll starts; stored only with these events
+    more: bool = False  # another page is ready now
+
+
+class Poller(Protocol):
+    """Reads a merchant's system that does not push (or does not retry): NetSuite sales
+    orders changed since a cursor, WooCommerce orders, Amazon getOrders, the 3PL's statuses.
+    ``connection`` is the merchant's ``connectors.polling.<name>`` with secrets resolved.
+    Raise ``OutsideUnavailable`` to be retried later."""
+
+    def poll(
+        self, connection: Mapping[str, Any], cursor: str | None, *, now: datetime
+    ) -> PollPage: ...
+
+
 class OutsideUnavailable(DeskError):
     """The outside system could not be reached or answered with a temporary error."""
 
