@@ -20,11 +20,15 @@ from typing import Any
 from recoverydesk.connectors.normalize import (
     adyen,
     aftership,
+    amazon,
     easypost,
+    freshdesk,
+    magento,
     shopify,
     stripe,
     wms,
     woocommerce,
+    zendesk,
 )
 from recoverydesk.connectors.normalize._common import Normalized
 from recoverydesk.domain.errors import InvalidEvent, NotFound
@@ -41,6 +45,10 @@ _NORMALIZERS: dict[str, Normalizer] = {
     "aftership": aftership.normalize,
     "easypost": easypost.normalize,
     "wms": wms.normalize,
+    "magento": magento.normalize,
+    "amazon": amazon.normalize,
+    "zendesk": zendesk.normalize,
+    "freshdesk": freshdesk.normalize,
 }
 PROVIDERS: frozenset[str] = frozenset(_NORMALIZERS)
 
