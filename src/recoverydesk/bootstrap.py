@@ -13,28 +13,42 @@ import httpx
 from sqlalchemy import Engine
 
 from recoverydesk.config import Settings
+from recoverydesk.connectors.netsuite import NetSuiteConnector, NetSuitePoller
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.connectors.outbound import OutsideRouter
+from recoverydesk.connectors.poll_threepl import ThreePLPoller
+from recoverydesk.connectors.poll_woocommerce import WooCommercePoller
+from recoverydesk.connectors.shopify_admin import ShopifyAdmin
 from recoverydesk.connectors.stripe_payments import StripePayments
 from recoverydesk.connectors.threepl import ThreePLConnector
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
 from recoverydesk.sandbox.recorders import AcceptingOutside
-from recoverydesk.services import stopship
+from recoverydesk.services import polling, stopship
 from recoverydesk.services.clock import Clock, SystemClock
 from recoverydesk.services.escalation import HANDLERS as ESCALATION
 from recoverydesk.services.escalation import notification_handlers
 from recoverydesk.services.intake import IngestReport, ingest
 from recoverydesk.services.jobs import JobHandler, JobRunner
 from recoverydesk.services.notifications import ChatSender, EmailSender
-from recoverydesk.services.ports import IncomingEvent, Merchant, OutsideSystems
+from recoverydesk.services.ports import IncomingEvent, Merchant, OutsideSystems, Poller
 from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
 
-CONNECTORS: dict[str, OutsideSystems] = {}  # by kind; the connectors register here
-CONNECTORS["stripe"] = StripePayments()
-CONNECTORS["wms_rest"] = ThreePLConnector()
+# The connectors by kind (``connectors.outbound.<system>.kind`` in a merchant's file) and the
+# pollers by kind (``connectors.polling.<name>.kind``).
+CONNECTORS: dict[str, OutsideSystems] = {
+    "stripe": StripePayments(),
+    "wms_rest": ThreePLConnector(),
+    "netsuite": NetSuiteConnector(),
+    "shopify_admin": ShopifyAdmin(),
+}
+POLLERS: dict[str, Poller] = {
+    "woocommerce": WooCommercePoller(),
+    "wms_rest": ThreePLPoller(),
+    "netsuite": NetSuitePoller(),
+}
 
 
 @dataclass
@@ -107,6 +121,7 @@ def bootstrap(
             **ESCALATION,
             **notification_handlers(email, chat),
             **stopship.handlers(outside or OutsideRouter(CONNECTORS, AcceptingOutside())),
+            **polling.handlers(POLLERS),
         },
     )
     desk.metrics.watch_database(desk.database_figures)

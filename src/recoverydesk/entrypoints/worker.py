@@ -9,6 +9,7 @@ from types import FrameType
 import structlog
 
 from recoverydesk.bootstrap import Desk
+from recoverydesk.services.polling import PollScheduler
 
 log = structlog.get_logger("recoverydesk.worker")
 
@@ -20,7 +21,9 @@ def run_worker(
     runner = desk.job_runner(name)
     log.info("worker started", worker=runner.worker)
     total = 0
+    polls = PollScheduler(desk.uow, desk.clock)  # every configured poll has its next job
     while not stop.is_set():
+        polls.tick()
         stats = runner.run_due(limit=desk.settings.worker_batch)
         ran = stats.done + stats.failed + stats.lost
         total += ran

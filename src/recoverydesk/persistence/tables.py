@@ -331,3 +331,21 @@ outbound_calls = Table(
     Index("ix_outbound_calls_order", "merchant_id", "order_ref", "id"),
     Index("ix_outbound_calls_key", "merchant_id", "key"),
 )
+
+# Where each polled system of a merchant was read up to (``connectors.polling.<name>``):
+# ``cursor`` moves only in the transaction that stores the events read before it; ``seq``
+# counts the polls, and ``due_at`` is when the poll job ``seq`` is due (None: no chain runs).
+poll_cursors = Table(
+    "poll_cursors",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("merchant_id", ForeignKey("merchants.id"), nullable=False),
+    Column("name", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("cursor", Text),
+    Column("seq", Integer, nullable=False, server_default="0"),
+    Column("due_at", UTCDateTime),
+    Column("polled_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("merchant_id", "name", name="uq_poll_cursors_merchant_id"),
+)

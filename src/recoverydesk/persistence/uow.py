@@ -13,6 +13,7 @@ from recoverydesk.persistence.event_store import SqlEventStore
 from recoverydesk.persistence.job_queue import SqlJobQueue
 from recoverydesk.persistence.merchant_store import SqlMerchantStore
 from recoverydesk.persistence.order_store import SqlOrderStore
+from recoverydesk.persistence.poll_store import SqlPollCursorStore
 from recoverydesk.persistence.stopship_store import (
     SqlCancellationStore,
     SqlLedger,
@@ -30,6 +31,7 @@ class SqlUnitOfWork:
     cancellations: SqlCancellationStore
     ledger: SqlLedger
     outbound: SqlOutboundLog
+    polls: SqlPollCursorStore
 
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self._engine, self._read_only = engine, read_only
@@ -50,6 +52,7 @@ class SqlUnitOfWork:
         self.cancellations = SqlCancellationStore(connection)
         self.ledger = SqlLedger(connection)
         self.outbound = SqlOutboundLog(connection)
+        self.polls = SqlPollCursorStore(connection)
         return self
 
     def commit(self) -> None:

@@ -6,6 +6,10 @@ The API (JSON, ``Authorization: Bearer <api key>``; errors are
 
 - ``POST /orders`` ``{"ref", "status"?, "lines"?, "ack"?, "step_seconds"?}``: create an order
   (a test's set-up; a real 3PL learns orders from the merchant's release). 201.
+- ``GET /orders?changed_since=<ISO 8601>``: ``{"orders": [...]}``, the orders whose status,
+  hold or cancellation changed at or after that time (all without it), each as ``GET
+  /orders/{ref}`` answers plus ``changed_at``, oldest change first (then by ``ref``). For
+  pollers (``connectors.poll_threepl``).
 - ``GET /orders/{ref}``: ``{"ref", "status", "held", "cancelled", "lines"}``; ``status`` is one
   of ``not_released|released|picking|packed|shipped|delivered``. 404 for an unknown order.
 - ``POST /orders/{ref}/hold`` and ``POST /orders/{ref}/cancel`` ``{"lines"?, "reason"?}``, with
@@ -120,6 +124,7 @@ class _Order:
     cancelled: bool = False
     waiting: int = 0  # stops accepted and not answered yet (progress pauses meanwhile)
     steps: int = 0
+    changed_at: datetime | None = None  # the last change of status, hold or cancellation
 
     def view(self) -> dict[str, Any]:
         return {
@@ -212,6 +217,7 @@ class ThreePLEmulator:
         self.app = Starlette(
             routes=[
                 Route("/orders", self._create, methods=["POST"]),
+                Route("/orders", self._changed, methods=["GET"]),
                 Route("/orders/{ref}", self._status, methods=["GET"]),
                 Route("/orders/{ref}/hold", self._hold, methods=["POST"]),
                 Route("/orders/{ref}/cancel", self._cancel, methods=["POST"]),
@@ -244,6 +250,7 @@ class ThreePLEmulator:
                 ack=ack,
                 step_every=step_every,
                 next_step_at=now + step_every if step_every else None,
+                changed_at=now,
             )
             self._orders[ref] = order
             return order.view()
@@ -328,6 +335,7 @@ class ThreePLEmulator:
                     order.held = True
                 else:
                     order.cancelled = True
+                order.changed_at = answer.due_at
                 kind = "stopship.acknowledged"
             verdict = kind.split(".")[1]
             self._queue(f"{request.request_id}:{verdict}", kind, order, answer.due_at, data)
@@ -348,6 +356,7 @@ class ThreePLEmulator:
     def _step_to(self, order: _Order, status: str, at: datetime) -> None:
         order.status = status
         order.steps += 1
+        order.changed_at = at
         data = {"tracking": f"EMU-{order.ref}"} if status == "shipped" else {}
         if status != "not_released":
             self._queue(f"{order.ref}:step{order.steps}", f"fulfillment.{status}", order, at, data)
@@ -429,6 +438,32 @@ class ThreePLEmulator:
         except (ValueError, TypeError) as error:
             return _HttpError(422, "invalid_request", str(error)).response()
         return JSONResponse(view, status_code=201)
+
+    async def _changed(self, request: Request) -> JSONResponse:
+        try:
+            await self._guard(request, write=False)
+            raw = request.query_params.get("changed_since")
+            try:
+                since = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
+            except ValueError:
+                raise _HttpError(
+                    422, "invalid_request", "changed_since: an ISO 8601 time"
+                ) from None
+            if since is not None and since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+            with self._lock:
+                found = sorted(
+                    (o for o in self._orders.values() if o.changed_at is not None),
+                    key=lambda o: (o.changed_at, o.ref),
+                )
+                views = [
+                    {**o.view(), "changed_at": _iso(o.changed_at or since or self._clock())}
+                    for o in found
+                    if since is None or (o.changed_at or since) >= since
+                ]
+        except _HttpError as error:
+            return error.response()
+        return JSONResponse({"orders": views})
 
     async def _status(self, request: Request) -> JSONResponse:
         try:

@@ -239,6 +239,34 @@ class Poller(Protocol):
     ) -> PollPage: ...
 
 
+@dataclass(slots=True)
+class PollCursor:
+    """Where one polled system of a merchant was read up to (``connectors.polling.<name>``).
+
+    ``seq`` counts the polls stored; the poll job that may store the next one carries it, and
+    ``due_at`` is when that job is due (None: no poll is scheduled)."""
+
+    merchant_id: int
+    name: str
+    kind: str
+    cursor: str | None = None
+    seq: int = 0
+    due_at: datetime | None = None
+    polled_at: datetime | None = None
+
+
+class PollCursorStore(Protocol):
+    def get(self, merchant_id: int, name: str) -> PollCursor | None: ...
+
+    def lock(self, merchant_id: int, name: str, *, kind: str, now: datetime) -> PollCursor:
+        """The cursor, created (empty) when missing, locked for this unit of work."""
+
+    def save(self, cursor: PollCursor, *, now: datetime) -> None: ...
+
+    def merchant_ids(self) -> list[int]:
+        """Every merchant's id (the scheduler looks at each one's configured polls)."""
+
+
 class OutsideUnavailable(DeskError):
     """The outside system could not be reached or answered with a temporary error."""
 
@@ -269,6 +297,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outbound(self) -> OutboundLog: ...
+
+    @property
+    def polls(self) -> PollCursorStore: ...
 
     def __enter__(self) -> Self: ...
 
