@@ -13,6 +13,8 @@ import httpx
 from sqlalchemy import Engine
 
 from recoverydesk.config import Settings
+from recoverydesk.connectors.adyen_payments import AdyenPayments
+from recoverydesk.connectors.messages import SmtpMessages, ZendeskMessages
 from recoverydesk.connectors.netsuite import NetSuiteConnector, NetSuitePoller
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.connectors.outbound import OutsideRouter
@@ -40,9 +42,12 @@ from recoverydesk.telemetry import Metrics
 # pollers by kind (``connectors.polling.<name>.kind``).
 CONNECTORS: dict[str, OutsideSystems] = {
     "stripe": StripePayments(),
+    "adyen": AdyenPayments(),
     "wms_rest": ThreePLConnector(),
     "netsuite": NetSuiteConnector(),
     "shopify_admin": ShopifyAdmin(),
+    "zendesk": ZendeskMessages(),
+    "smtp": SmtpMessages(),
 }
 POLLERS: dict[str, Poller] = {
     "woocommerce": WooCommercePoller(),
