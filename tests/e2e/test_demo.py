@@ -15,7 +15,7 @@ import pytest
 from recoverydesk.bootstrap import bootstrap
 from recoverydesk.config import Settings
 from recoverydesk.entrypoints.demo import DemoSandbox, setup_demo
-from recoverydesk.sandbox.stripe_emulator import free_port
+from recoverydesk.sandbox.serving import free_port
 
 SEED, ORDERS = 13, 200  # a stream with captured and rejecting orders at the warehouse now
 AT_WAREHOUSE = ("released", "picking", "packed")

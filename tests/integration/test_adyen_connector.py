@@ -18,9 +18,9 @@ from recoverydesk.sandbox.adyen_emulator import (
     TEST_KEY,
     TEST_MERCHANT,
     RunningAdyenEmulator,
-    free_port,
     running_adyen_emulator,
 )
+from recoverydesk.sandbox.serving import free_port
 from recoverydesk.services.ports import OutsideCommand, OutsideUnavailable
 
 

@@ -33,10 +33,10 @@ from recoverydesk.connectors.stripe_payments import (
 )
 from recoverydesk.domain.ledger import EntryKind, EntryStatus
 from recoverydesk.sandbox.recorders import AcceptingOutside
+from recoverydesk.sandbox.serving import free_port
 from recoverydesk.sandbox.stripe_emulator import (
     TEST_KEY,
     RunningEmulator,
-    free_port,
     running_stripe_emulator,
 )
 from recoverydesk.services import merchants as admin

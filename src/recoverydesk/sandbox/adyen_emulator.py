@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,11 +38,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 TEST_KEY = "AQE_test_adyen_key_x"
 TEST_MERCHANT = "AcmeECOM"
@@ -288,13 +288,6 @@ class RunningAdyenEmulator:
     base_url: str
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_adyen_emulator(
     api_key: str = TEST_KEY, merchant_account: str = TEST_MERCHANT
@@ -302,22 +295,5 @@ def running_adyen_emulator(
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
     runs."""
     emulator = AdyenEmulator(api_key, merchant_account)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            emulator.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="adyen-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError("the Adyen emulator did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningAdyenEmulator(emulator, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(emulator.app(), "the Adyen emulator") as served:
+        yield RunningAdyenEmulator(emulator, served.base_url)

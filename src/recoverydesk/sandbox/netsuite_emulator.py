@@ -34,9 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +54,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 __all__ = [
     "STATUS_NAMES",
@@ -678,23 +678,5 @@ class RunningNetSuite:
 @contextmanager
 def serve_netsuite(emulator: NetSuiteEmulator) -> Iterator[RunningNetSuite]:
     """Serve the emulator with uvicorn on a free loopback port, in a daemon thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(emulator.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the NetSuite emulator did not start")
-        time.sleep(0.02)
-    running = RunningNetSuite(emulator, f"http://127.0.0.1:{port}", server, thread)
-    try:
-        yield running
-    finally:
-        running.stop()
-        sock.close()
+    with serve_app(emulator.app, "the NetSuite emulator") as served:
+        yield RunningNetSuite(emulator, served.base_url, served.server, served.thread)

@@ -22,9 +22,7 @@ import asyncio
 import itertools
 import json
 import re
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,11 +30,12 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 __all__ = ["TEST_TOKEN", "RunningShopify", "ShopifyEmulator", "running_shopify_emulator"]
 
@@ -738,34 +737,10 @@ class RunningShopify:
     base_url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_shopify_emulator(access_token: str = TEST_TOKEN) -> Iterator[RunningShopify]:
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
     runs."""
     emulator = ShopifyEmulator(access_token)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            emulator.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="shopify-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError("the Shopify emulator did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningShopify(emulator, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(emulator.app(), "the Shopify emulator") as served:
+        yield RunningShopify(emulator, served.base_url)

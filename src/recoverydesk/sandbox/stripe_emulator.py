@@ -30,7 +30,6 @@ import base64
 import hashlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -39,11 +38,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 TEST_KEY = "sk_test_x"
 _CANCELABLE = frozenset(
@@ -565,34 +565,10 @@ class RunningEmulator:
     base_url: str
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_stripe_emulator(api_key: str = TEST_KEY) -> Iterator[RunningEmulator]:
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
     runs."""
     emulator = StripeEmulator(api_key)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            emulator.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="stripe-emulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            server.should_exit = True
-            raise RuntimeError("the Stripe emulator did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningEmulator(emulator, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(emulator.app(), "the Stripe emulator") as served:
+        yield RunningEmulator(emulator, served.base_url)

@@ -38,9 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -55,6 +53,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recoverydesk.connectors.signatures import sign
+from recoverydesk.sandbox.serving import serve_app
 
 __all__ = [
     "LATE",
@@ -606,31 +605,17 @@ def serve_emulator(
     """Serve the emulator with uvicorn on a free loopback port, in a daemon thread. With
     ``pump_every`` (seconds), a second thread calls ``deliver_due()`` that often (a demo);
     tests leave it off and call ``deliver_due`` themselves."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(emulator.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the 3PL emulator did not start")
-        time.sleep(0.02)
-    running = RunningEmulator(emulator, f"http://127.0.0.1:{port}", server, thread)
-    if pump_every is not None:
+    with serve_app(emulator.app, "the 3PL emulator") as served:
+        running = RunningEmulator(emulator, served.base_url, served.server, served.thread)
+        if pump_every is not None:
 
-        def pump() -> None:
-            while not running._stop.wait(pump_every):
-                emulator.deliver_due()
+            def pump() -> None:
+                while not running._stop.wait(pump_every):
+                    emulator.deliver_due()
 
-        running.pump = threading.Thread(target=pump, daemon=True)
-        running.pump.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        sock.close()
+            running.pump = threading.Thread(target=pump, daemon=True)
+            running.pump.start()
+        try:
+            yield running
+        finally:
+            running.stop()

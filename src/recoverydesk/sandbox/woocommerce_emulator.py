@@ -13,9 +13,7 @@ headers. Orders are REST order bodies (``id``, ``number``, ``status``, ``line_it
 from __future__ import annotations
 
 import base64
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 __all__ = ["RunningWooCommerce", "WooCommerceEmulator", "gmt", "serve_woocommerce"]
 
@@ -148,23 +148,5 @@ class RunningWooCommerce:
 @contextmanager
 def serve_woocommerce(emulator: WooCommerceEmulator) -> Iterator[RunningWooCommerce]:
     """Serve the emulator with uvicorn on a free loopback port, in a daemon thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(emulator.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the WooCommerce emulator did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningWooCommerce(emulator, f"http://127.0.0.1:{port}", server, thread)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_app(emulator.app, "the WooCommerce emulator") as served:
+        yield RunningWooCommerce(emulator, served.base_url, served.server, served.thread)

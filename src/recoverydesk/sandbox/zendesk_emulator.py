@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +31,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from recoverydesk.sandbox.serving import serve_app
 
 __all__ = ["RunningZendesk", "ZendeskEmulator", "serve_zendesk"]
 
@@ -251,23 +251,5 @@ class RunningZendesk:
 @contextmanager
 def serve_zendesk(emulator: ZendeskEmulator) -> Iterator[RunningZendesk]:
     """Serve the emulator with uvicorn on a free loopback port, in a daemon thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(emulator.app, log_level="warning", lifespan="off", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            sock.close()
-            raise RuntimeError("the Zendesk emulator did not start")
-        time.sleep(0.02)
-    running = RunningZendesk(emulator, f"http://127.0.0.1:{port}", server, thread)
-    try:
-        yield running
-    finally:
-        running.stop()
-        sock.close()
+    with serve_app(emulator.app, "the Zendesk emulator") as served:
+        yield RunningZendesk(emulator, served.base_url, served.server, served.thread)
