@@ -18,6 +18,7 @@ from recoverydesk.connectors.messages import SmtpMessages, ZendeskMessages
 from recoverydesk.connectors.netsuite import NetSuiteConnector, NetSuitePoller
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
 from recoverydesk.connectors.outbound import OutsideRouter
+from recoverydesk.connectors.poll_amazon import AmazonOrdersPoller
 from recoverydesk.connectors.poll_threepl import ThreePLPoller
 from recoverydesk.connectors.poll_woocommerce import WooCommercePoller
 from recoverydesk.connectors.shopify_admin import ShopifyAdmin
@@ -53,6 +54,7 @@ POLLERS: dict[str, Poller] = {
     "woocommerce": WooCommercePoller(),
     "wms_rest": ThreePLPoller(),
     "netsuite": NetSuitePoller(),
+    "amazon_spapi": AmazonOrdersPoller(),
 }
 
 
