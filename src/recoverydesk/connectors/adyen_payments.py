@@ -31,7 +31,6 @@ Errors: 429, 5xx, timeouts, connection errors and garbled 2xx answers raise
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -39,6 +38,7 @@ from urllib.parse import quote
 
 import httpx
 
+from recoverydesk.connectors.http import SharedClient
 from recoverydesk.connectors.normalize._common import minor_units
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
 
@@ -84,20 +84,10 @@ def _currency(command: OutsideCommand) -> str:
     return currency
 
 
-class AdyenPayments:
+class AdyenPayments(SharedClient):
     """``OutsideSystems`` for Adyen's Checkout API; one HTTP client, shared by threads."""
 
-    def __init__(self, client: httpx.Client | None = None, *, timeout: float = 20.0) -> None:
-        self._client = client
-        self._owned = client is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._owned and self._client is not None:
-                self._client.close()
-                self._client = None
+    default_timeout = 20.0
 
     def send(self, command: OutsideCommand) -> OutsideAnswer:
         action = _ACTIONS.get(command.action)
@@ -112,12 +102,6 @@ class AdyenPayments:
             return OutsideAnswer(accepted=False, message=refused.message, facts=refused.facts)
 
     # -- HTTP ---------------------------------------------------------------------------------
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(follow_redirects=False)
-            return self._client
 
     def modify(
         self, command: OutsideCommand, what: str, body: dict[str, Any]

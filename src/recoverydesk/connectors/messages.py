@@ -26,7 +26,6 @@ import hashlib
 import json
 import smtplib
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -36,6 +35,7 @@ from typing import Any
 import httpx
 import structlog
 
+from recoverydesk.connectors.http import SharedClient
 from recoverydesk.connectors.notify import KEY_HEADER, message_id_for
 from recoverydesk.services.clock import Clock, SystemClock
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
@@ -150,20 +150,10 @@ def _seconds(configured: object, default: float) -> float:
 # -- Zendesk -------------------------------------------------------------------------------------
 
 
-class ZendeskMessages:
+class ZendeskMessages(SharedClient):
     """``OutsideSystems`` posting customer messages as public Zendesk ticket comments."""
 
-    def __init__(self, client: httpx.Client | None = None, *, timeout: float = 10.0) -> None:
-        self._client = client
-        self._owned = client is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._owned and self._client is not None:
-                self._client.close()
-                self._client = None
+    trust_env = False
 
     def send(self, command: OutsideCommand) -> OutsideAnswer:  # noqa: PLR0911 - one answer per case
         connection = command.connection
@@ -214,12 +204,6 @@ class ZendeskMessages:
         reference = audit.get("id") if isinstance(audit, dict) else None
         facts: dict[str, Any] = {"ticket": ticket, "status": status, "template": template}
         return OutsideAnswer(accepted=True, reference=str(reference or ticket), facts=facts)
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(follow_redirects=False, trust_env=False)
-            return self._client
 
     def _call(
         self,

@@ -37,13 +37,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 
+from recoverydesk.connectors.http import SharedClient
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
 
 __all__ = ["DEFAULT_VERSION", "HOLD_PREFIX", "ShopifyAdmin", "hold_handle"]
@@ -650,20 +650,8 @@ _ACTIONS: dict[str, _Action] = {
 }
 
 
-class ShopifyAdmin:
+class ShopifyAdmin(SharedClient):
     """``OutsideSystems`` for the Shopify Admin GraphQL API; one HTTP client, shared by threads."""
-
-    def __init__(self, client: httpx.Client | None = None, *, timeout: float = 10.0) -> None:
-        self._client = client
-        self._owned = client is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._owned and self._client is not None:
-                self._client.close()
-                self._client = None
 
     def send(self, command: OutsideCommand) -> OutsideAnswer:
         action = _ACTIONS.get(command.action)
@@ -701,12 +689,6 @@ class ShopifyAdmin:
             return action(api, command, version)
         except _Refused as refused:
             return OutsideAnswer(accepted=False, message=refused.message, facts=refused.facts)
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(follow_redirects=False)
-            return self._client
 
 
 def _timeout(configured: object, default: float) -> httpx.Timeout:

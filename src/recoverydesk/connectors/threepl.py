@@ -19,13 +19,13 @@ are a refusal carrying the warehouse's own message. The API key is never logged.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import structlog
 
+from recoverydesk.connectors.http import SharedClient
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
 
 __all__ = ["ThreePLConnector"]
@@ -36,20 +36,8 @@ _POSTS = {"wms_hold": "hold", "wms_cancel": "cancel"}
 _BODY_PARAMS = ("lines", "reason")
 
 
-class ThreePLConnector:
+class ThreePLConnector(SharedClient):
     """``OutsideSystems`` for a generic 3PL REST API; one HTTP client, shared by threads."""
-
-    def __init__(self, client: httpx.Client | None = None, *, timeout: float = 10.0) -> None:
-        self._client = client
-        self._owned = client is None
-        self._timeout = timeout
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._owned and self._client is not None:
-                self._client.close()
-                self._client = None
 
     def send(self, command: OutsideCommand) -> OutsideAnswer:
         connection = command.connection
@@ -83,12 +71,6 @@ class ThreePLConnector:
             "POST", f"{url}/{verb}", headers=headers, timeout=timeout, action=verb, body=body
         )
         return _stop_answer(response)
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(follow_redirects=False)
-            return self._client
 
     def _call(
         self,
