@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -673,3 +674,14 @@ def test_cli_says_why_a_payload_is_no_exception_and_fails_on_a_bad_file(tmp_path
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "shopify payload" in done.stderr
+
+
+def test_a_fact_the_payload_does_not_date_is_dated_when_the_desk_received_it() -> None:
+    # given a Shopify order risk (it carries no time of its own)
+    payload = json.loads((VENDORS / "shopify" / "api-order-risk-cancel.json").read_text())
+    received = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    # when it is normalised with the moment the desk received it
+    (event,) = normalize("shopify", payload, received_at=received).events
+    # then the hold is dated by the desk's clock, not the wall clock of the machine
+    assert event["type"] == "hold.placed"
+    assert event["occurred_at"] == received.isoformat()

@@ -101,9 +101,9 @@ def _position(order: Mapping[str, Any]) -> tuple[datetime, str]:
     )
 
 
-def order_events(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+def order_events(order: Mapping[str, Any], received_at: datetime) -> list[dict[str, Any]]:
     """The canonical events of one polled order (placed, then its status)."""
-    return normalize("amazon", {"payload": {"Orders": [order]}}).events
+    return normalize("amazon", {"payload": {"Orders": [order]}}, received_at=received_at).events
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +237,7 @@ class AmazonOrdersPoller:
             found = _position(order)
             position = found if position is None or found > position else position
             try:
-                events += order_events(order)
+                events += order_events(order, now)
             except InvalidEvent as error:  # one unreadable order must not stop the poll
                 log.warning(
                     "amazon order skipped",

@@ -66,11 +66,13 @@ def format_cursor(position: tuple[datetime, int]) -> str:
     return f"{position[0].strftime('%Y-%m-%dT%H:%M:%S')}|{position[1]}"
 
 
-def order_events(order: Mapping[str, Any]) -> list[dict[str, Any]]:
+def order_events(order: Mapping[str, Any], received_at: datetime) -> list[dict[str, Any]]:
     """The canonical events of one polled order (placed, then its status or update)."""
     found: dict[str, dict[str, Any]] = {}
     for topic in _TOPICS:
-        for event in normalize("woocommerce", order, headers={"x-wc-webhook-topic": topic}).events:
+        for event in normalize(
+            "woocommerce", order, headers={"x-wc-webhook-topic": topic}, received_at=received_at
+        ).events:
             found.setdefault(str(event["id"]), event)
     return list(found.values())
 
@@ -123,7 +125,7 @@ class WooCommercePoller:
                 break
         if not taken:
             return PollPage(events=[], cursor=cursor, more=False)
-        events = [event for order in taken for event in order_events(order)]
+        events = [event for order in taken for event in order_events(order, now)]
         return PollPage(events=events, cursor=format_cursor(_position(taken[-1])), more=full)
 
     def _page(

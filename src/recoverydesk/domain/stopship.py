@@ -512,7 +512,7 @@ class Cancellation:
             if told is None:
                 self._finish(FinalOutcome.NOT_STOPPED_SHIPPED, now)
             return told or []
-        carrier = _carrier(order)
+        carrier = order.carrier
         planned: list[Command] = []
         if carrier in rules.intercept_carriers and "carrier_intercept" not in self.commands:
             planned.append(
@@ -790,10 +790,6 @@ def _union(one: dict[str, int] | None, other: dict[str, int] | None) -> dict[str
     if one is None or other is None:
         return None
     return {sku: max(one.get(sku, 0), other.get(sku, 0)) for sku in sorted({*one, *other})}
-
-
-def _carrier(order: OrderView) -> str | None:
-    return order.carrier
 
 
 def _default_reason(requester: Requester) -> str:

@@ -21,13 +21,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import structlog
 
 from recoverydesk.domain.cases import Case, Category
-from recoverydesk.domain.errors import InvalidInput, NotFound
+from recoverydesk.domain.errors import NotFound
 from recoverydesk.domain.events import CanonicalEvent, EventSource, EventType, OrderFacts
 from recoverydesk.domain.ledger import (
     Balance,
@@ -681,18 +681,6 @@ def mark_converted(
     workflow.mark_converted(now, actor)
     move(uow, merchant, workflow, now)
     return workflow
-
-
-def parse_amount(text: str | None) -> Decimal:
-    if text is None:
-        raise InvalidInput("amount: a refund needs an amount (a decimal string)")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise InvalidInput(f"amount: {text!r} is not a decimal amount") from None
-    if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise InvalidInput(f"amount: {text!r} must be positive with at most 2 decimals")
-    return amount
 
 
 def pay_by_hand(

@@ -14,6 +14,7 @@ the vendor sends is ``InvalidEvent`` (never a KeyError or TypeError).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from decimal import InvalidOperation
 from typing import Any
 
@@ -30,7 +31,7 @@ from recoverydesk.connectors.normalize import (
     woocommerce,
     zendesk,
 )
-from recoverydesk.connectors.normalize._common import Normalized
+from recoverydesk.connectors.normalize._common import RECEIVED, Normalized
 from recoverydesk.domain.errors import InvalidEvent, NotFound
 from recoverydesk.services.canonical import parse_event
 
@@ -54,9 +55,14 @@ PROVIDERS: frozenset[str] = frozenset(_NORMALIZERS)
 
 
 def normalize(
-    provider: str, payload: Any, *, headers: Mapping[str, str] | None = None
+    provider: str,
+    payload: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    received_at: datetime | None = None,
 ) -> Normalized:
-    """The canonical events one vendor payload becomes (nothing is stored)."""
+    """The canonical events one vendor payload becomes (nothing is stored). A fact the payload
+    does not date is dated ``received_at`` (the wall clock when not given: the CLI)."""
     normalizer = _NORMALIZERS.get(provider)
     if normalizer is None:
         known = ", ".join(sorted(PROVIDERS))
@@ -68,6 +74,10 @@ def normalize(
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, InvalidOperation) as error:
         raise InvalidEvent(f"{provider} payload not understood: {error!r}") from None
+    stamp = (received_at or datetime.now(UTC)).isoformat()
+    for item in result.events:
+        if item.get("occurred_at") == RECEIVED:
+            item["occurred_at"] = stamp
     for index, item in enumerate(result.events):
         try:
             parse_event(item)

@@ -132,8 +132,14 @@ def aware(value: object) -> str | None:
         return None
 
 
+RECEIVED = "received"  # stands for the moment the payload was received (``normalize`` fills it)
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """The time of a fact the payload does not date: when the desk received it. The caller of
+    ``normalize`` says when that was (the desk's injected clock), so the vendor modules never
+    read the wall clock."""
+    return RECEIVED
 
 
 def compact(obj: Mapping[str, Any]) -> dict[str, Any]:

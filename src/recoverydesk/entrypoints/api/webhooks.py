@@ -54,7 +54,7 @@ async def receive(request: Request, provider: str, merchant: str) -> dict[str, A
         provider, headers=headers, body=body, secrets=secrets, now=now, tolerance=tolerance
     )
     payload = _decode(body)
-    normalized = vendors.normalize(provider, payload, headers=headers)
+    normalized = vendors.normalize(provider, payload, headers=headers, received_at=now)
     items = [_incoming(raw, owner, body) for raw in normalized.events]
     stale = delivery.triggered_at is not None and now - delivery.triggered_at > STALE_AFTER
     answer: dict[str, Any] = {
