@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from recoverydesk.services import polling, stopship
 from recoverydesk.services.clock import Clock, SystemClock
 from recoverydesk.services.escalation import HANDLERS as ESCALATION
 from recoverydesk.services.escalation import notification_handlers
+from recoverydesk.services.group_intake import GroupIntake
 from recoverydesk.services.intake import IngestReport, ingest
 from recoverydesk.services.jobs import JobHandler, JobRunner
 from recoverydesk.services.notifications import ChatSender, EmailSender
@@ -65,6 +67,10 @@ class Desk:
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     handlers: dict[str, JobHandler] = field(default_factory=dict)
+    _grouped: GroupIntake = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._grouped = GroupIntake(self.ingest)
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
@@ -80,6 +86,13 @@ class Desk:
         report = ingest(uow_factory=self.uow, clock=self.clock, merchant=merchant, events=items)
         self.metrics.observe_ingest(report)
         return report
+
+    def ingest_grouped(
+        self, merchant: Merchant, items: Sequence[IncomingEvent]
+    ) -> Future[IngestReport]:
+        """The same through one writer that commits concurrent deliveries together (webhooks);
+        the future is set once this delivery's events are stored and folded."""
+        return self._grouped.submit(merchant, items)
 
     def job_runner(self, worker: str | None = None) -> JobRunner:
         name = worker or f"{socket.gethostname()}:{os.getpid()}"
@@ -101,6 +114,7 @@ class Desk:
             }
 
     def close(self) -> None:
+        self._grouped.close()
         self.engine.dispose()
 
 

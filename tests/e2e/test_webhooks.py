@@ -135,6 +135,37 @@ def test_forged_stale_and_unknown_deliveries_are_refused_and_store_nothing(
     assert _stored(live) == 0
 
 
+def test_a_rotated_secret_works_at_once_and_the_old_one_stops(
+    live: LiveDesk, tmp_path: Path
+) -> None:
+    # given the desk has already checked a delivery with the merchant's current secrets
+    _merchant(live, tmp_path)
+    body = (VENDORS / "shopify" / "api-order-cancelled.json").read_bytes()
+    now = datetime.now(UTC)
+
+    def deliver(secret: str, delivery: str) -> httpx.Response:
+        headers = sign("shopify", body=body, secret=secret, now=now, delivery_id=delivery)
+        headers["X-Shopify-Topic"] = "orders/cancelled"
+        with live.client() as http:
+            return http.post("/webhooks/shopify/acme", content=body, headers=headers)
+
+    assert deliver(SHOPIFY_SECRET, "r-1").status_code == 200
+    # when the merchant rotates to a new secret and drops the others
+    path = tmp_path / "rotated.yaml"
+    path.write_text(
+        "merchant: acme\nconnectors:\n  webhooks:\n    shopify: {secrets: [shpss_new]}\n",
+        encoding="utf-8",
+    )
+    with live.desk.uow() as uow:
+        admin.apply_settings(uow, clock=live.desk.clock, name="acme", config=path)
+        uow.commit()
+    # then the new secret is accepted at once, although the old ones are still cached
+    assert deliver("shpss_new", "r-2").status_code == 200
+    # and the old one is refused once the desk has read the new settings
+    refused = deliver(SHOPIFY_SECRET, "r-3")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "bad_signature")
+
+
 def test_a_signed_body_that_is_not_what_the_vendor_sends_is_a_clear_422(
     live: LiveDesk, tmp_path: Path
 ) -> None:

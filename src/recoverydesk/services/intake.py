@@ -46,6 +46,7 @@ class IngestReport:
     cases_opened: int = 0
     cases_closed: int = 0
     stored_by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)
+    stored_ids: set[str] = field(default_factory=set)
 
     def add(self, other: IngestReport) -> None:
         for name in (
@@ -58,6 +59,7 @@ class IngestReport:
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.stored_by_kind.update(other.stored_by_kind)
+        self.stored_ids |= other.stored_ids
 
 
 def ingest(
@@ -94,6 +96,7 @@ def ingest_within(
     new_ids = uow.events.add_new(merchant.id, batch, received_at=now) if batch else set()
     fresh = [item.event for item in batch if item.event.id in new_ids]
     report.stored = len(fresh)
+    report.stored_ids = {event.id for event in fresh}
     report.duplicates = report.received - report.stored
     report.stored_by_kind.update((e.source.value, e.type.value) for e in fresh)
     if fresh:
@@ -113,11 +116,15 @@ def _fold_into_orders(
         by_order[event.order.ref].append(event)
     rules = triage_for(uow, merchant).case_rules
     orders = uow.orders.lock(merchant.id, sorted(by_order))
+    # An order seen for the first time has no cases and no cancellation to read back.
+    known = {ref for ref, order in orders.items() if order.last_key is not None}
     ship_by_before = {ref: order.ship_by for ref, order in orders.items()}
     late = {ref for ref, evs in by_order.items() if not orders[ref].accepts_in_order(evs[0])}
     in_order = [ref for ref in by_order if ref not in late]
     touched: list[Case] = []
-    open_cases = uow.cases.for_orders(merchant.id, in_order, open_only=True)
+    open_cases = uow.cases.for_orders(
+        merchant.id, [ref for ref in in_order if ref in known], open_only=True
+    )
     for ref in in_order:
         touched += _fold_fast(orders[ref], open_cases.get(ref, []), by_order[ref], now, rules)
     if late:
@@ -141,7 +148,9 @@ def _fold_into_orders(
     for case in clocked:
         timers += stage_timers(merchant.id, case, calendar)
     uow.jobs.enqueue(timers, now=now)
-    stopship.on_intake(uow, merchant, orders=orders, fresh=fresh, cases=changed, now=now)
+    stopship.on_intake(
+        uow, merchant, orders=orders, fresh=fresh, cases=changed, now=now, known=known
+    )
     for case in changed:
         log.info(
             "case opened" if id(case) in new else "case changed",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -99,13 +99,16 @@ def on_intake(
     fresh: Sequence[CanonicalEvent],
     cases: Sequence[Case],
     now: datetime,
+    known: Collection[str] | None = None,
 ) -> None:
     """Start, join and inform workflows from a batch of new events (inside intake's unit of
-    work, after its cases are saved)."""
+    work, after its cases are saved). ``known``: the orders the desk had seen before this batch
+    (the others cannot have a workflow yet); None when unknown."""
     by_order: dict[str, list[CanonicalEvent]] = defaultdict(list)
     for event in sorted(fresh, key=lambda e: e.sort_key):
         by_order[event.order.ref].append(event)
-    open_now = uow.cancellations.open_for_orders(merchant.id, sorted(by_order))
+    wanted = sorted(ref for ref in by_order if known is None or ref in known)
+    open_now = uow.cancellations.open_for_orders(merchant.id, wanted)
     for ref, events in by_order.items():
         workflow = open_now.get(ref)
         for event in events:

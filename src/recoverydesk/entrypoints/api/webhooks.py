@@ -12,9 +12,11 @@ arrival order, so it is stored like any other.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.connectors import normalize as vendors
-from recoverydesk.connectors.signatures import verify
+from recoverydesk.connectors.signatures import Delivery, verify
 from recoverydesk.domain.errors import InvalidEvent, NotFound, PayloadTooLarge, Unauthorized
 from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.merchants import WEBHOOK_PROVIDERS, connectors_of
@@ -47,12 +49,10 @@ async def receive(request: Request, provider: str, merchant: str) -> dict[str, A
     body = await request.body()
     if len(body) > desk.settings.max_body_bytes:
         raise PayloadTooLarge(f"request body larger than {desk.settings.max_body_bytes} bytes")
-    owner, secrets, tolerance = _secrets_of(desk, merchant, provider)
     headers = {name.lower(): value for name, value in request.headers.items()}
     now = desk.clock.now()
-    delivery = verify(
-        provider, headers=headers, body=body, secrets=secrets, now=now, tolerance=tolerance
-    )
+    keys: SecretCache = request.app.state.webhook_secrets
+    owner, delivery = await keys.verified(merchant, provider, headers=headers, body=body, now=now)
     payload = _decode(body)
     normalized = vendors.normalize(provider, payload, headers=headers, received_at=now)
     items = [_incoming(raw, owner, body) for raw in normalized.events]
@@ -65,13 +65,57 @@ async def receive(request: Request, provider: str, merchant: str) -> dict[str, A
     if not items:
         log.info("webhook without an order exception", provider=provider, merchant=merchant)
         return {**answer, "stored": 0, "duplicates": 0, "reason": normalized.not_an_exception}
-    report = await run_in_threadpool(desk.ingest, owner, items)
+    report = await asyncio.wrap_future(desk.ingest_grouped(owner, items))
     if stale:
         log.info("stale webhook retry", provider=provider, delivery=delivery.delivery_id)
     return {**answer, "stored": report.stored, "duplicates": report.duplicates}
 
 
-def _secrets_of(desk: Desk, name: str, provider: str) -> tuple[Merchant, list[str], timedelta]:
+class SecretCache:
+    """The merchants' webhook secrets, read at most every ``ttl`` seconds per merchant and
+    provider, so a delivery costs no database read before its signature is checked. A delivery
+    that fails against cached secrets is checked once more against freshly read ones, so a secret
+    rotated a moment ago is accepted at once; a revoked one stops working within ``ttl``."""
+
+    def __init__(self, desk: Desk, ttl: float = 5.0) -> None:
+        self._desk = desk
+        self._ttl = ttl
+        self._known: dict[tuple[str, str], tuple[float, _Keys]] = {}
+
+    async def verified(
+        self, merchant: str, provider: str, *, headers: dict[str, str], body: bytes, now: datetime
+    ) -> tuple[Merchant, Delivery]:
+        cached = self._known.get((merchant, provider))
+        fresh = cached is None or time.monotonic() - cached[0] > self._ttl
+        keys = await self._read(merchant, provider) if fresh or cached is None else cached[1]
+        try:
+            return keys[0], _verify(provider, keys, headers, body, now)
+        except Unauthorized:
+            if fresh:
+                raise
+        keys = await self._read(merchant, provider)
+        return keys[0], _verify(provider, keys, headers, body, now)
+
+    async def _read(self, merchant: str, provider: str) -> _Keys:
+        self._known.pop((merchant, provider), None)
+        keys = await run_in_threadpool(_secrets_of, self._desk, merchant, provider)
+        self._known[(merchant, provider)] = (time.monotonic(), keys)
+        return keys
+
+
+_Keys = tuple[Merchant, list[str], timedelta]
+
+
+def _verify(
+    provider: str, keys: _Keys, headers: dict[str, str], body: bytes, now: datetime
+) -> Delivery:
+    _, secrets, tolerance = keys
+    return verify(
+        provider, headers=headers, body=body, secrets=secrets, now=now, tolerance=tolerance
+    )
+
+
+def _secrets_of(desk: Desk, name: str, provider: str) -> _Keys:
     """The merchant and its secrets for the provider. An unknown merchant and a provider it has
     no secret for are both 401: nothing is stored without a signature the desk can check."""
     with desk.reader() as uow:
