@@ -14,6 +14,7 @@ import pytest
 from recoverydesk.connectors.normalize import PROVIDERS, Normalized, normalize
 from recoverydesk.domain.errors import InvalidEvent, NotFound
 from recoverydesk.services.canonical import parse_event
+from recoverydesk.services.intake import tracking_only
 
 VENDORS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "vendors"
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,7 +378,7 @@ EXPECTED: dict[str, list[E] | tuple[str, str]] = {
             {"amount": "9.00", "refund_id": "724"},
         ),
     ],
-    # --- AfterShip (order ref: order_number / order_id, else the tracking number)
+    # --- AfterShip (order ref: order_number / order_id, else the tracking number as a stand-in)
     "aftership/api-error-401.json": ("error", "API error (401"),
     "aftership/api-tracking-exception-shipment-lost.json": [
         (
@@ -415,7 +416,7 @@ EXPECTED: dict[str, list[E] | tuple[str, str]] = {
             {"kind": "delay"},
         ),
     ],
-    # --- EasyPost (order ref: the tracking code)
+    # --- EasyPost (order ref: the tracking code as a stand-in)
     "easypost/event-retrieve-tracker-created.json": ("skip", "carries no Tracker"),
     "easypost/tracker-retrieve.json": ("skip", "pre_transit"),
     "easypost/webhook-event-tracker-updated.json": [
@@ -577,6 +578,41 @@ def test_adyen_refund_under_the_desk_key_goes_to_intent() -> None:
     # then the key is the intent and the original payment stands in as order ref
     assert refund["data"]["intent"] == "rd:acme:case-7:refund:15"
     assert refund["order"]["ref"] == "ORIGINAL_PSP"
+
+
+def test_a_carrier_event_naming_no_order_says_its_ref_is_only_a_tracking_number() -> None:
+    # given an EasyPost tracker and an AfterShip tracking that name no order
+    tracker = _load("easypost/webhook-event-tracker-updated.json")
+    lost = _load("aftership/api-tracking-exception-shipment-lost.json")
+    # when normalized
+    (by_easypost,) = normalize("easypost", tracker).events
+    (by_aftership,) = normalize("aftership", lost).events
+    # then the ref is the tracking number, and ids.tracking_number repeats it: only a stand-in
+    assert by_easypost["order"] == {
+        "ref": "1",
+        "ids": {"tracking_number": "1", "easypost_tracker": "trk_1"},
+    }
+    assert by_aftership["order"] == {
+        "ref": "111111111111",
+        "ids": {
+            "tracking_number": "111111111111",
+            "aftership_tracking": "5b7658cec7c33c0e007de3c5",
+        },
+    }
+    assert tracking_only(parse_event(by_easypost)) == "1"
+    assert tracking_only(parse_event(by_aftership)) == "111111111111"
+
+
+def test_an_aftership_tracking_with_an_order_number_names_its_order() -> None:
+    # given an AfterShip tracking created with the order's number
+    lost = _load("aftership/api-tracking-exception-shipment-lost.json")
+    lost["data"]["tracking"]["order_number"] = "#1001"
+    # when normalized
+    (item,) = normalize("aftership", lost).events
+    # then the order number is the ref, and the tracking number is only kept among the ids
+    assert item["order"]["ref"] == "#1001"
+    assert item["order"]["ids"]["tracking_number"] == "111111111111"
+    assert tracking_only(parse_event(item)) is None
 
 
 def test_unknown_provider_is_not_found() -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, and_, bindparam, select, update
 
 from recoverydesk.domain.orders import FulfillmentStatus, OrderView
 from recoverydesk.persistence.database import upsert_insert
-from recoverydesk.persistence.tables import orders
+from recoverydesk.persistence.tables import orders, tracking_numbers
 from recoverydesk.services.views import order_from_dict, order_to_dict
 
 
@@ -68,6 +68,29 @@ class SqlOrderStore:
             row["m_id"], row["m_ref"] = row.pop("merchant_id"), row.pop("ref")
             rows.append(row)
         self._db.execute(stmt, rows)
+        self._record_tracking(merchant_id, views)
+
+    def _record_tracking(self, merchant_id: int, views: Sequence[OrderView]) -> None:
+        """Each tracking number under its order, unless an order has it already. An order named
+        after its own tracking number (carrier events that found no order) is no order's."""
+        pairs = sorted((code, view.ref) for view in views for code in view.tracking)
+        rows = [
+            {"merchant_id": merchant_id, "tracking": code, "order_ref": ref}
+            for code, ref in pairs
+            if code != ref
+        ]
+        if rows:
+            stmt = upsert_insert(self._db, tracking_numbers).on_conflict_do_nothing(
+                index_elements=["merchant_id", "tracking"]
+            )
+            self._db.execute(stmt, rows)
+
+    def by_tracking(self, merchant_id: int, codes: Collection[str]) -> dict[str, str]:
+        query = select(tracking_numbers.c.tracking, tracking_numbers.c.order_ref).where(
+            tracking_numbers.c.merchant_id == merchant_id,
+            tracking_numbers.c.tracking.in_(sorted(codes)),
+        )
+        return {row.tracking: row.order_ref for row in self._db.execute(query)}
 
     def get(self, merchant_id: int, ref: str) -> OrderView | None:
         return self._select(merchant_id, [ref], lock=False).get(ref)

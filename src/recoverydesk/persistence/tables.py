@@ -117,6 +117,17 @@ orders = Table(
     Index("ix_orders_placed", "merchant_id", "placed_at"),
 )
 
+# The tracking numbers the orders shipped under (``OrderView.tracking``), recorded when an order
+# is saved, so that a carrier event knowing only a parcel's number reaches its order
+# (``services.intake``). The first order saved with a number keeps it.
+tracking_numbers = Table(
+    "tracking_numbers",
+    metadata,
+    Column("merchant_id", ForeignKey("merchants.id"), primary_key=True),
+    Column("tracking", String(200), primary_key=True),
+    Column("order_ref", String(200), nullable=False),
+)
+
 FAR_FUTURE = "9999-12-31T00:00:00.000000Z"  # the sort key of a case with no operational deadline
 OPEN_STATUSES = ("new", "triaged", "in_progress", "waiting_customer", "waiting_partner")
 

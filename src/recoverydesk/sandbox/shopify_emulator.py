@@ -14,6 +14,34 @@ beyond what was paid). Auth is the ``X-Shopify-Access-Token`` header (401 otherw
 ``throttled = True`` answers ``THROTTLED`` as Shopify does (HTTP 200, ``errors`` and a drained
 ``throttleStatus``); ``fail_next(status)`` answers the next calls with that status; ``delay``
 slows every answer (for timeouts).
+
+Webhooks: every change of state queues the webhook Shopify sends for it in ``webhooks`` (a
+``WebhookOutbox``; aim it with ``webhooks.aim(desk_url, merchant, secret)``). The body is the
+Admin REST resource as Shopify's webhooks carry it (numeric ids, lower-case enums, amounts as
+strings), snapshotted when the change happens; the headers are ``X-Shopify-Topic``,
+``X-Shopify-Webhook-Id`` (the delivery id, the same on every retry), ``X-Shopify-Event-Id``,
+``X-Shopify-Triggered-At`` (when the change happened, kept on retries as Shopify does),
+``X-Shopify-Shop-Domain`` and ``X-Shopify-API-Version``; the HMAC is added when sent. Nothing is
+sent while a request is served: ``deliver_due(now)`` sends what is due (tests call it). Topics:
+
+- ``add_order``: ``orders/create``, then ``order_transactions/create`` for its sale;
+- ``orderCancel``: ``orders/cancelled``; ``orderUpdate``: ``orders/updated``;
+- ``refundCreate``: ``refunds/create``, then ``order_transactions/create`` for its refund
+  transaction (the same transaction id, as Shopify sends both);
+- ``fulfillmentOrderHold`` / ``place_hold``: ``fulfillment_orders/placed_on_hold`` (with
+  ``created_fulfillment_hold``); ``fulfillmentOrderReleaseHold``:
+  ``fulfillment_orders/hold_released``;
+- ``fulfillmentOrderSubmitCancellationRequest``:
+  ``fulfillment_orders/cancellation_request_submitted``; ``answer_cancellation``:
+  ``fulfillment_orders/cancellation_request_accepted`` or ``..._rejected`` (with ``message``);
+- ``fail_payment``: ``order_transactions/create`` with a failed sale (``status: failure``);
+- ``flag_high_risk``: ``orders/risk`` with ``{"risk": <OrderRisk>}``. Shopify's own topic for a
+  risk verdict is ``orders/risk_assessment_changed``, whose body (``risk_level``, no
+  ``recommendation``) the desk's normalizer does not read; this stand-in is the OrderRisk resource
+  the normalizer maps to a fraud hold.
+
+``topics`` (a set of topic names) limits the webhooks queued to those, as a subscription list
+does; ``None`` (the default) queues every topic.
 """
 
 from __future__ import annotations
@@ -23,7 +51,8 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,10 +65,24 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recoverydesk.sandbox.serving import serve_app
+from recoverydesk.sandbox.webhook_outbox import DeliveryResult, WebhookOutbox
 
-__all__ = ["TEST_TOKEN", "RunningShopify", "ShopifyEmulator", "running_shopify_emulator"]
+__all__ = [
+    "RISK_TOPIC",
+    "SHOP_DOMAIN",
+    "TEST_TOKEN",
+    "RunningShopify",
+    "ShopifyEmulator",
+    "running_shopify_emulator",
+]
 
 TEST_TOKEN = "shpat_emulator_0123456789abcdef"  # noqa: S105 - the emulator's own token
+SHOP_DOMAIN = "recoverydesk-emulator.myshopify.com"
+WEBHOOK_API_VERSION = "2026-01"
+RISK_TOPIC = "orders/risk"  # a stand-in: see the module docstring
+_SHOP_ID = 548380009
+_LOCATION_ID = 24826418
+_COUNTRIES = {"US": "United States", "CA": "Canada", "GB": "United Kingdom", "DE": "Germany"}
 _HOLD_REASONS = (
     "AWAITING_PAYMENT",
     "HIGH_RISK_OF_FRAUD",
@@ -114,16 +157,51 @@ class UserErrors(Exception):
         self.root, self.errors, self.name = root, errors, name
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _graphql_time(moment: datetime) -> str:
+    """A GraphQL ``DateTime``: UTC with ``Z``."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _rest_time(moment: datetime) -> str:
+    """A REST / webhook timestamp: whole seconds with the shop's offset (UTC here)."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
 
 
 def _gid(kind: str, number: int | str) -> str:
     return f"gid://shopify/{kind}/{number}"
 
 
+def _number(gid: str) -> int:
+    """The numeric id REST and webhooks use for ``gid://shopify/Kind/<number>``."""
+    return int(gid.rsplit("/", 1)[1])
+
+
 def _money(amount: Decimal, currency: str) -> dict[str, Any]:
     return {"shopMoney": {"amount": f"{amount:.2f}", "currencyCode": currency}}
+
+
+def _rest_address(address: dict[str, Any]) -> dict[str, Any]:
+    """The emulator's (GraphQL) mailing address as REST spells it."""
+    first, last = address.get("firstName"), address.get("lastName")
+    country = address.get("countryCodeV2")
+    return {
+        "first_name": first,
+        "last_name": last,
+        "name": " ".join(str(p) for p in (first, last) if p) or None,
+        "company": address.get("company"),
+        "address1": address.get("address1"),
+        "address2": address.get("address2"),
+        "city": address.get("city"),
+        "zip": address.get("zip"),
+        "province_code": address.get("provinceCode"),
+        "country_code": country,
+        "country": _COUNTRIES.get(str(country), country),
+        "phone": address.get("phone"),
+    }
 
 
 @dataclass
@@ -134,6 +212,9 @@ class _FulfillmentOrder:
     request_status: str = "UNSUBMITTED"
     holds: list[dict[str, Any]] = field(default_factory=list)
     cancellation_messages: list[str] = field(default_factory=list)
+    line_items: list[dict[str, Any]] = field(default_factory=list)  # REST fulfillment order lines
+    created_at: datetime = field(default_factory=_wall_clock)
+    updated_at: datetime = field(default_factory=_wall_clock)
 
     def node(self) -> dict[str, Any]:
         return {
@@ -158,6 +239,13 @@ class _Order:
     cancelled_at: str | None = None
     cancel_reason: str | None = None
     cancel_flags: dict[str, Any] = field(default_factory=dict)
+    email: str | None = None
+    customer_id: int | None = None
+    line_items: list[dict[str, Any]] = field(default_factory=list)  # REST line items
+    refund_resources: list[dict[str, Any]] = field(default_factory=list)  # REST refunds
+    risks: list[dict[str, Any]] = field(default_factory=list)  # REST OrderRisks
+    created_at: datetime = field(default_factory=_wall_clock)
+    updated_at: datetime = field(default_factory=_wall_clock)
 
     @property
     def refunded(self) -> Decimal:
@@ -168,18 +256,34 @@ class _Order:
 
 
 class ShopifyEmulator:
-    """The shop's state and the ASGI app that answers for it."""
+    """The shop's state, the ASGI app that answers for it, and the webhooks it sends."""
 
-    def __init__(self, access_token: str = TEST_TOKEN) -> None:
+    def __init__(
+        self,
+        access_token: str = TEST_TOKEN,
+        *,
+        webhooks: WebhookOutbox | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.access_token = access_token
         self.throttled = False
         self.delay = 0.0
         self.requests: list[dict[str, Any]] = []  # every authenticated body, for assertions
         self.orders: dict[str, _Order] = {}
         self.fulfillment_orders: dict[str, _FulfillmentOrder] = {}
+        self.shop_domain = SHOP_DOMAIN
+        self.topics: set[str] | None = None  # the subscribed topics; None: every topic
+        self._clock = clock or _wall_clock
+        self.webhooks = (
+            webhooks if webhooks is not None else WebhookOutbox("shopify", clock=self._clock)
+        )
         self._failures: list[int] = []
         self._idempotent: dict[str, tuple[str, dict[str, Any]]] = {}
         self._ids = itertools.count(1_000_001)
+        self._deliveries = itertools.count(1)
+        # Delivery and event ids are UUID-shaped, sort in the order the changes happened (the
+        # outbox sends equal due times in id order) and differ between emulator instances.
+        self._salts = (uuid.uuid4().int >> 32, uuid.uuid4().int >> 32)
         self._lock = threading.Lock()
 
     # -- setting the shop up ---------------------------------------------------------------------
@@ -192,31 +296,42 @@ class ShopifyEmulator:
         fulfillment_orders: int = 1,
         request_status: str = "UNSUBMITTED",
         gateway: str = "shopify_payments",
+        lines: Sequence[tuple[str, int, str]] | None = None,
+        email: str = "bob.norman@mail.example.com",
     ) -> str:
         """A paid order with its fulfillment orders; returns the order's numeric id.
         ``request_status="ACCEPTED"`` puts them at a fulfillment service that took them
-        (``IN_PROGRESS``), where only a cancellation request can stop them."""
+        (``IN_PROGRESS``), where only a cancellation request can stop them. ``lines`` are
+        ``(sku, quantity, unit price)``; by default one line per fulfillment order sharing
+        ``paid``. The lines are dealt to the fulfillment orders in turn. Queues ``orders/create``
+        and ``order_transactions/create`` (the sale)."""
         with self._lock:
+            now = self._clock()
             number = next(self._ids)
             order_gid = _gid("Order", number)
-            fos = []
-            for _ in range(fulfillment_orders):
+            order = _Order(order_gid, f"#{number}", currency, Decimal(paid), gateway, [])
+            order.email, order.customer_id = email, next(self._ids)
+            order.created_at = order.updated_at = now
+            for sku, quantity, price in lines or _default_lines(paid, fulfillment_orders):
+                order.line_items.append(self._line_item(sku, quantity, Decimal(price)))
+            for index in range(fulfillment_orders):
                 fo = _FulfillmentOrder(_gid("FulfillmentOrder", next(self._ids)), order_gid)
                 fo.request_status = request_status
                 if request_status in ("ACCEPTED", "CANCELLATION_REQUESTED"):
                     fo.status = "IN_PROGRESS"
+                fo.created_at = fo.updated_at = now
+                dealt = order.line_items[index::fulfillment_orders]
+                fo.line_items = [self._fo_line(fo, line) for line in dealt]
                 self.fulfillment_orders[fo.id] = fo
-                fos.append(fo.id)
-            order = _Order(order_gid, f"#{number}", currency, Decimal(paid), gateway, fos)
-            order.transactions.append(
-                {
-                    "id": _gid("OrderTransaction", next(self._ids)),
-                    "kind": "SALE",
-                    "status": "SUCCESS",
-                    "gateway": gateway,
-                    "amountSet": _money(Decimal(paid), currency),
-                }
-            )
+                order.fulfillment_orders.append(fo.id)
+            sale = {
+                "id": _gid("OrderTransaction", next(self._ids)),
+                "kind": "SALE",
+                "status": "SUCCESS",
+                "gateway": gateway,
+                "amountSet": _money(Decimal(paid), currency),
+            }
+            order.transactions.append(sale)
             order.shipping_address = {
                 "address1": "Chestnut Street 92",
                 "address2": "",
@@ -230,6 +345,8 @@ class ShopifyEmulator:
                 "phone": "+1(502)-459-2181",
             }
             self.orders[order_gid] = order
+            self._queue("orders/create", self._order_resource(order))
+            self._queue("order_transactions/create", self._transaction_resource(order, sale, now))
             return str(number)
 
     def order(self, number: str) -> _Order:
@@ -242,14 +359,281 @@ class ShopifyEmulator:
         with self._lock:
             self._failures.extend([status] * times)
 
-    def answer_cancellation(self, fo_id: str, *, accept: bool) -> None:
-        """The fulfillment service's answer to a cancellation request (later a webhook)."""
+    def answer_cancellation(self, fo_id: str, *, accept: bool, message: str | None = None) -> None:
+        """The fulfillment service's answer to a cancellation request, with its reason
+        (``message``); queues ``fulfillment_orders/cancellation_request_accepted`` or
+        ``..._rejected``."""
         with self._lock:
             fo = self.fulfillment_orders[fo_id]
             if accept:
                 fo.status, fo.request_status = "CANCELLED", "CANCELLATION_ACCEPTED"
             else:
                 fo.request_status = "CANCELLATION_REJECTED"
+            fo.updated_at = self._clock()
+            topic = "accepted" if accept else "rejected"
+            self._queue(
+                f"fulfillment_orders/cancellation_request_{topic}",
+                {"fulfillment_order": self._fo_resource(fo), "message": message},
+            )
+
+    def place_hold(
+        self, number: str, reason: str = "HIGH_RISK_OF_FRAUD", notes: str | None = None
+    ) -> list[str]:
+        """Hold every fulfillment order of the order that can be held, as the admin or a Shopify
+        Flow "Hold fulfillment order" action does; returns the hold ids. Queues
+        ``fulfillment_orders/placed_on_hold`` for each."""
+        with self._lock:
+            placed = []
+            for fo_id in self.order(number).fulfillment_orders:
+                if self.fulfillment_orders[fo_id].status in ("OPEN", "ON_HOLD", "SCHEDULED"):
+                    hold = {"reason": reason, "reasonNotes": notes}
+                    answer = self._op_hold({"id": fo_id, "fulfillmentHold": hold})
+                    placed.append(str(answer["fulfillmentHold"]["id"]))
+            return placed
+
+    def flag_high_risk(
+        self,
+        number: str,
+        *,
+        message: str = "This order was placed from a proxy IP",
+        recommendation: str = "cancel",
+        score: str = "1.0",
+    ) -> str:
+        """Shopify's fraud analysis flags the order; returns the risk's id. Queues
+        ``RISK_TOPIC`` with the OrderRisk (``recommendation`` ``cancel`` or ``investigate`` is a
+        fraud hold for the desk; ``accept`` is not)."""
+        with self._lock:
+            order = self.order(number)
+            risk = {
+                "id": next(self._ids),
+                "order_id": _number(order.id),
+                "checkout_id": None,
+                "source": "External",
+                "score": score,
+                "recommendation": recommendation,
+                "display": True,
+                "cause_cancel": recommendation == "cancel",
+                "message": message,
+                "merchant_message": message,
+            }
+            order.risks.append(risk)
+            self._queue(RISK_TOPIC, {"risk": dict(risk)})
+            return str(risk["id"])
+
+    def fail_payment(
+        self,
+        number: str,
+        *,
+        amount: str | None = None,
+        message: str = "Your card was declined.",
+        error_code: str = "card_declined",
+    ) -> str:
+        """A charge on the order fails (a retried or extra sale); returns the transaction's
+        numeric id. Queues ``order_transactions/create`` with ``status: failure``."""
+        with self._lock:
+            order = self.order(number)
+            now = self._clock()
+            failed: dict[str, Any] = {
+                "id": _gid("OrderTransaction", next(self._ids)),
+                "kind": "SALE",
+                "status": "FAILURE",
+                "gateway": order.gateway,
+                "amountSet": _money(Decimal(amount or order.paid), order.currency),
+            }
+            order.transactions.append(failed)
+            resource = self._transaction_resource(order, failed, now)
+            resource.update(message=message, error_code=error_code)
+            self._queue("order_transactions/create", resource)
+            return str(_number(failed["id"]))
+
+    # -- webhooks ----------------------------------------------------------------------------------
+
+    def deliver_due(self, now: datetime | None = None) -> list[DeliveryResult]:
+        """Send every webhook due by ``now`` (the clock's now by default) to the desk the outbox
+        is aimed at; what the desk does not take stays and is sent again next time."""
+        return self.webhooks.deliver_due(now or self._clock())
+
+    def _queue(self, topic: str, body: dict[str, Any]) -> None:
+        """Queue a webhook (called with the lock held, when the change is made)."""
+        if self.topics is not None and topic not in self.topics:
+            return
+        sequence = next(self._deliveries)
+        delivery = str(uuid.UUID(int=(sequence << 96) | self._salts[0]))
+        event = str(uuid.UUID(int=(sequence << 96) | self._salts[1]))
+        now = self._clock()
+        headers = {
+            "X-Shopify-Topic": topic,
+            "X-Shopify-Webhook-Id": delivery,
+            "X-Shopify-Event-Id": event,
+            "X-Shopify-Triggered-At": _graphql_time(now),
+            "X-Shopify-Shop-Domain": self.shop_domain,
+            "X-Shopify-API-Version": WEBHOOK_API_VERSION,
+        }
+        self.webhooks.put(delivery, topic, body, due_at=now, headers=headers)
+
+    def _line_item(self, sku: str, quantity: int, price: Decimal) -> dict[str, Any]:
+        line_id = next(self._ids)
+        return {
+            "id": line_id,
+            "admin_graphql_api_id": _gid("LineItem", line_id),
+            "variant_id": next(self._ids),
+            "product_id": next(self._ids),
+            "sku": sku,
+            "title": sku,
+            "name": sku,
+            "variant_title": None,
+            "vendor": None,
+            "quantity": quantity,
+            "current_quantity": quantity,
+            "fulfillable_quantity": quantity,
+            "price": f"{price:.2f}",
+            "total_discount": "0.00",
+            "fulfillment_service": "manual",
+            "fulfillment_status": None,
+            "requires_shipping": True,
+            "taxable": True,
+            "gift_card": False,
+            "grams": 0,
+            "properties": [],
+            "product_exists": True,
+            "tax_lines": [],
+        }
+
+    def _fo_line(self, fo: _FulfillmentOrder, line: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": next(self._ids),
+            "shop_id": _SHOP_ID,
+            "fulfillment_order_id": _number(fo.id),
+            "quantity": line["quantity"],
+            "line_item_id": line["id"],
+            "inventory_item_id": line["variant_id"],
+            "fulfillable_quantity": line["quantity"],
+            "variant_id": line["variant_id"],
+        }
+
+    def _order_resource(self, order: _Order) -> dict[str, Any]:
+        """The order as ``orders/*`` webhooks carry it (the REST Order resource)."""
+        number = _number(order.id)
+        subtotal = sum(
+            (Decimal(li["price"]) * li["quantity"] for li in order.line_items), Decimal(0)
+        )
+        address = _rest_address(order.shipping_address)
+        cancelled = (
+            _rest_time(datetime.fromisoformat(order.cancelled_at)) if order.cancelled_at else None
+        )
+        return {
+            "id": number,
+            "admin_graphql_api_id": order.id,
+            "name": order.name,
+            "order_number": number,
+            "number": number - 1000,
+            "email": order.email,
+            "contact_email": order.email,
+            "created_at": _rest_time(order.created_at),
+            "updated_at": _rest_time(order.updated_at),
+            "processed_at": _rest_time(order.created_at),
+            "cancelled_at": cancelled,
+            "cancel_reason": order.cancel_reason.lower() if order.cancel_reason else None,
+            "closed_at": None,
+            "confirmed": True,
+            "test": False,
+            "currency": order.currency,
+            "presentment_currency": order.currency,
+            "financial_status": _financial_status(order),
+            "fulfillment_status": None,
+            "payment_gateway_names": [order.gateway],
+            "subtotal_price": f"{subtotal:.2f}",
+            "total_line_items_price": f"{subtotal:.2f}",
+            "total_price": f"{order.paid:.2f}",
+            "total_tax": "0.00",
+            "total_discounts": "0.00",
+            "taxes_included": False,
+            "source_name": "web",
+            "tags": "",
+            "note": None,
+            "customer": {
+                "id": order.customer_id,
+                "email": order.email,
+                "first_name": order.shipping_address.get("firstName"),
+                "last_name": order.shipping_address.get("lastName"),
+                "state": "disabled",
+                "verified_email": True,
+                "currency": order.currency,
+            },
+            "line_items": [dict(li) for li in order.line_items],
+            "shipping_address": address,
+            "billing_address": dict(address),
+            "shipping_lines": [],
+            "refunds": [dict(r) for r in order.refund_resources],
+            "fulfillments": [],
+        }
+
+    def _transaction_resource(
+        self, order: _Order, tx: dict[str, Any], at: datetime, parent: str | None = None
+    ) -> dict[str, Any]:
+        """An order transaction as ``order_transactions/create`` and refunds carry it."""
+        number = _number(tx["id"])
+        return {
+            "id": number,
+            "admin_graphql_api_id": tx["id"],
+            "order_id": _number(order.id),
+            "kind": str(tx["kind"]).lower(),
+            "status": str(tx["status"]).lower(),
+            "amount": tx["amountSet"]["shopMoney"]["amount"],
+            "currency": order.currency,
+            "gateway": tx["gateway"],
+            "parent_id": _number(parent) if parent else None,
+            "message": None,
+            "error_code": None,
+            "authorization": None,
+            "created_at": _rest_time(at),
+            "processed_at": _rest_time(at),
+            "test": False,
+            "source_name": "web",
+            "receipt": {},
+            "location_id": None,
+            "user_id": None,
+            "device_id": None,
+            "payment_id": f"{order.name}.{len(order.transactions)}",
+        }
+
+    def _fo_resource(self, fo: _FulfillmentOrder) -> dict[str, Any]:
+        """A fulfillment order as ``fulfillment_orders/*`` webhooks carry it (REST shape)."""
+        order = self.orders[fo.order_id]
+        destination = _rest_address(order.shipping_address)
+        destination.pop("name")
+        destination.pop("country_code")
+        destination.pop("province_code")
+        return {
+            "id": _number(fo.id),
+            "admin_graphql_api_id": fo.id,
+            "shop_id": _SHOP_ID,
+            "order_id": _number(order.id),
+            "assigned_location_id": _LOCATION_ID,
+            "request_status": fo.request_status.lower(),
+            "status": fo.status.lower(),
+            "fulfill_at": None,
+            "fulfill_by": None,
+            "created_at": _rest_time(fo.created_at),
+            "updated_at": _rest_time(fo.updated_at),
+            "destination": {"email": order.email, **destination},
+            "line_items": [dict(li) for li in fo.line_items],
+            "international_duties": None,
+            "fulfillment_holds": [
+                {"reason": str(h["reason"]).lower(), "reason_notes": h.get("reasonNotes")}
+                for h in fo.holds
+            ],
+            "delivery_method": None,
+            "assigned_location": {"location_id": _LOCATION_ID, "name": "Emulated warehouse"},
+            "merchant_requests": [
+                {
+                    "message": message,
+                    "request_options": {"notify_customer": False},
+                    "kind": "cancellation_request",
+                }
+                for message in fo.cancellation_messages
+            ],
+        }
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -444,6 +828,24 @@ class ShopifyEmulator:
         }
         fo.holds.append(placed)
         fo.status = "ON_HOLD"
+        fo.updated_at = self._clock()
+        self._queue(
+            "fulfillment_orders/placed_on_hold",
+            {
+                "fulfillment_order": self._fo_resource(fo),
+                "remaining_fulfillment_order": None,
+                "held_fulfillment_order_line_items": [
+                    {"id": li["id"], "quantity": li["quantity"]} for li in fo.line_items
+                ],
+                "created_fulfillment_hold": {
+                    "id": _number(str(placed["id"])),
+                    "handle": handle,
+                    "reason": str(hold["reason"]).lower(),
+                    "reason_notes": hold.get("reasonNotes"),
+                    "held_by_requesting_app": True,
+                },
+            },
+        )
         return {
             "fulfillmentHold": dict(placed),
             "fulfillmentOrder": {"id": fo.id, "status": fo.status},
@@ -485,6 +887,10 @@ class ShopifyEmulator:
             fo.holds[:] = [h for h in fo.holds if h["id"] not in wanted]
         if not fo.holds:
             fo.status = "OPEN"
+        fo.updated_at = self._clock()
+        self._queue(
+            "fulfillment_orders/hold_released", {"fulfillment_order": self._fo_resource(fo)}
+        )
         return {"fulfillmentOrder": {"id": fo.id, "status": fo.status}, "userErrors": []}
 
     def _op_cancellation_request(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -504,6 +910,21 @@ class ShopifyEmulator:
             )
         fo.request_status = "CANCELLATION_REQUESTED"
         fo.cancellation_messages.append(str(args.get("message") or ""))
+        now = self._clock()
+        fo.updated_at = now
+        self._queue(
+            "fulfillment_orders/cancellation_request_submitted",
+            {
+                "fulfillment_order": self._fo_resource(fo),
+                "fulfillment_order_merchant_request": {
+                    "id": next(self._ids),
+                    "message": fo.cancellation_messages[-1] or None,
+                    "kind": "cancellation_request",
+                    "request_options": {"notify_customer": False},
+                    "sent_at": _rest_time(now),
+                },
+            },
+        )
         return {
             "fulfillmentOrder": {
                 "id": fo.id,
@@ -541,7 +962,9 @@ class ShopifyEmulator:
                 ],
                 "orderCancelUserErrors",
             )
-        order.cancelled_at = _now()
+        now = self._clock()
+        order.cancelled_at = _graphql_time(now)
+        order.updated_at = now
         order.cancel_reason = str(args["reason"])
         order.cancel_flags = {
             k: args.get(k) for k in ("refund", "restock", "notifyCustomer", "staffNote")
@@ -550,6 +973,8 @@ class ShopifyEmulator:
             fo = self.fulfillment_orders[fo_id]
             if fo.status in ("OPEN", "ON_HOLD", "SCHEDULED"):
                 fo.status, fo.holds = "CANCELLED", []
+                fo.updated_at = now
+        self._queue("orders/cancelled", self._order_resource(order))
         return {
             "job": {"id": _gid("Job", next(self._ids)), "done": True},
             "orderCancelUserErrors": [],
@@ -568,6 +993,7 @@ class ShopifyEmulator:
         if order is None:
             raise UserErrors(root, [{"field": ["orderId"], "message": "Order does not exist"}])
         total = Decimal(0)
+        parents: list[str] = []
         for index, tx in enumerate(given.get("transactions") or []):
             where = ["transactions", str(index)]
             try:
@@ -577,7 +1003,11 @@ class ShopifyEmulator:
                     root, [{"field": [*where, "amount"], "message": "Amount is invalid"}]
                 ) from None
             parent = next((t for t in order.transactions if t["id"] == tx.get("parentId")), None)
-            if parent is None or parent["kind"] not in ("SALE", "CAPTURE"):
+            if (
+                parent is None
+                or parent["kind"] not in ("SALE", "CAPTURE")
+                or parent["status"] != "SUCCESS"
+            ):
                 raise UserErrors(
                     root,
                     [{"field": [*where, "parentId"], "message": "Parent transaction is invalid"}],
@@ -587,6 +1017,7 @@ class ShopifyEmulator:
                     root, [{"field": [*where, "amount"], "message": "Amount must be positive"}]
                 )
             total += amount
+            parents.append(str(parent["id"]))
         left = order.paid - order.refunded
         if total > left:
             raise UserErrors(
@@ -599,23 +1030,73 @@ class ShopifyEmulator:
                     }
                 ],
             )
+        now = self._clock()
         refund = {
             "id": _gid("Refund", next(self._ids)),
             "note": given.get("note"),
-            "createdAt": _now(),
+            "createdAt": _graphql_time(now),
             "totalRefundedSet": _money(total, order.currency),
         }
         order.refunds.append(refund)
-        order.transactions.append(
-            {
-                "id": _gid("OrderTransaction", next(self._ids)),
-                "kind": "REFUND",
-                "status": "SUCCESS",
-                "gateway": order.gateway,
-                "amountSet": _money(total, order.currency),
-            }
-        )
+        transaction = {
+            "id": _gid("OrderTransaction", next(self._ids)),
+            "kind": "REFUND",
+            "status": "SUCCESS",
+            "gateway": order.gateway,
+            "amountSet": _money(total, order.currency),
+        }
+        order.transactions.append(transaction)
+        order.updated_at = now
+        self._queue_refund(order, refund, transaction, given, parents[0] if parents else None)
         return {"refund": dict(refund), "order": {"id": order.id}, "userErrors": []}
+
+    def _queue_refund(
+        self,
+        order: _Order,
+        refund: dict[str, Any],
+        transaction: dict[str, Any],
+        given: dict[str, Any],
+        parent: str | None,
+    ) -> None:
+        """``refunds/create`` (the REST Refund), then ``order_transactions/create`` for its
+        transaction: Shopify sends both, with the same transaction id."""
+        now = self._clock()
+        moved = Decimal(transaction["amountSet"]["shopMoney"]["amount"]) > 0
+        tx = self._transaction_resource(order, transaction, now, parent) if moved else None
+        lines = {li["admin_graphql_api_id"]: li for li in order.line_items}
+        refund_lines = []
+        for item in given.get("refundLineItems") or []:
+            if not isinstance(item, dict) or str(item.get("lineItemId")) not in lines:
+                continue
+            line = lines[str(item.get("lineItemId"))]
+            refund_lines.append(
+                {
+                    "id": next(self._ids),
+                    "line_item_id": line["id"],
+                    "quantity": int(item.get("quantity") or 0),
+                    "restock_type": str(item.get("restockType") or "NO_RESTOCK").lower(),
+                    "location_id": None,
+                    "line_item": dict(line),
+                }
+            )
+        resource = {
+            "id": _number(str(refund["id"])),
+            "admin_graphql_api_id": refund["id"],
+            "order_id": _number(order.id),
+            "created_at": _rest_time(now),
+            "processed_at": _rest_time(now),
+            "note": refund.get("note"),
+            "restock": any(line["restock_type"] != "no_restock" for line in refund_lines),
+            "user_id": None,
+            "refund_line_items": refund_lines,
+            "transactions": [tx] if tx else [],
+            "order_adjustments": [],
+            "duties": [],
+        }
+        order.refund_resources.append(resource)
+        self._queue("refunds/create", resource)
+        if tx is not None:
+            self._queue("order_transactions/create", dict(tx))
 
     def _op_order_update(self, args: dict[str, Any]) -> dict[str, Any]:
         root = "orderUpdate"
@@ -649,10 +1130,28 @@ class ShopifyEmulator:
                 )
             for name, value in address.items():
                 order.shipping_address["countryCodeV2" if name == "countryCode" else name] = value
+        order.updated_at = self._clock()
+        self._queue("orders/updated", self._order_resource(order))
         return {
             "order": {"id": order.id, "shippingAddress": dict(order.shipping_address)},
             "userErrors": [],
         }
+
+
+def _default_lines(paid: str, count: int) -> list[tuple[str, int, str]]:
+    """One line per fulfillment order (at least one), sharing ``paid`` to the cent."""
+    count = max(count, 1)
+    total = Decimal(paid)
+    share = (total / count).quantize(Decimal("0.01"))
+    prices = [share] * (count - 1) + [total - share * (count - 1)]
+    return [(f"EMU-SKU-{index + 1}", 1, f"{price:.2f}") for index, price in enumerate(prices)]
+
+
+def _financial_status(order: _Order) -> str:
+    refunded = order.refunded
+    if refunded > 0 and refunded >= order.paid:
+        return "refunded"
+    return "partially_refunded" if refunded > 0 else "paid"
 
 
 def _cost(requested: int, actual: int | None, available: int) -> dict[str, Any]:
@@ -738,9 +1237,14 @@ class RunningShopify:
 
 
 @contextmanager
-def running_shopify_emulator(access_token: str = TEST_TOKEN) -> Iterator[RunningShopify]:
+def running_shopify_emulator(
+    access_token: str = TEST_TOKEN,
+    *,
+    webhooks: WebhookOutbox | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Iterator[RunningShopify]:
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
-    runs."""
-    emulator = ShopifyEmulator(access_token)
+    runs. Its webhooks wait in ``emulator.webhooks`` until aimed at a desk and delivered."""
+    emulator = ShopifyEmulator(access_token, webhooks=webhooks, clock=clock)
     with serve_app(emulator.app(), "the Shopify emulator") as served:
         yield RunningShopify(emulator, served.base_url)

@@ -4,9 +4,10 @@ Form-encoded bodies (``metadata[intent]=...``) as Stripe takes them, Bearer or B
 one test key, Stripe's error bodies (``{"error": {"type", "code", "message", "param"}}``) and
 status codes (400 invalid request, 401 bad key, 404 unknown object, 429, 5xx):
 
-* PaymentIntents: create (for tests; already confirmed: ``capture_method=manual`` leaves it
-  ``requires_capture``, otherwise it is captured at once), retrieve, cancel, capture with
-  ``amount_to_capture``; every PaymentIntent has one charge (``latest_charge``).
+* PaymentIntents: create (for tests; already confirmed unless ``confirm=false``:
+  ``capture_method=manual`` leaves it ``requires_capture``, otherwise it is captured at once),
+  retrieve, cancel, capture with ``amount_to_capture``; a confirmed PaymentIntent has one
+  succeeded charge (``latest_charge``), an unconfirmed one none until it is paid or declined.
 * Charges: retrieve.
 * Refunds: create on a ``payment_intent`` or a ``charge``, ``amount`` in minor units (the
   unrefunded rest when omitted), ``metadata``, ``reason``; refused with 400 ``amount_too_large``
@@ -19,22 +20,49 @@ status codes (400 invalid request, 401 bad key, 404 unknown object, 429, 5xx):
   is Stripe's 400 ``idempotency_error``.
 
 State is in memory, behind one lock (requests are served from several threads). Tests inspect
-it with ``refunds()`` / ``payment_intent()``, seed it with ``create_payment_intent`` and break
-it with ``fail_with`` (every request answers that status until cleared).
+it with ``refunds()`` / ``payment_intent()`` / ``events()``, seed it with
+``create_payment_intent``, act as the cardholder or the card network with ``fail_payment``,
+``confirm_payment``, ``open_dispute`` and ``early_fraud_warning``, and break it with
+``fail_with`` (every request answers that status until cleared).
 ``running_stripe_emulator`` serves it with uvicorn on a free loopback port in a thread.
+
+Webhooks (with an ``outbox``, a ``WebhookOutbox("stripe")`` aimed at the desk): every change
+queues the Event objects Stripe sends for it (``{"id": "evt_...", "object": "event", "type",
+"created", "data": {"object": <a snapshot>, "previous_attributes"?}, "request": {"id",
+"idempotency_key"}}``), each with its own stable ``evt_`` id, signed ``Stripe-Signature`` when
+sent. Nothing is sent while a request is served: ``deliver_due(now)`` sends what is due, and a
+delivery the desk refuses stays and is sent again with the same event id. Objects carry the
+metadata Stripe gives them: a charge copies its PaymentIntent's metadata (``order_ref`` ...), a
+refund has its own (the desk puts ``order_ref`` and ``intent`` there), a dispute's is empty
+unless set, an early fraud warning has none.
+
+* a confirmed PaymentIntent (``create_payment_intent`` or the API): ``charge.succeeded`` and
+  ``payment_intent.succeeded`` (automatic capture) or ``payment_intent.amount_capturable_updated``
+  (manual capture);
+* ``fail_payment`` (a declined attempt on an unconfirmed PaymentIntent, ``confirm=False``):
+  ``payment_intent.payment_failed`` with ``last_payment_error``; ``confirm_payment`` then pays it
+  (the events of a confirmed PaymentIntent). Stripe's ``charge.failed`` for the same decline is
+  not sent: the desk would count it as a second failure (its canonical id differs);
+* cancel: ``payment_intent.canceled``; capture: ``charge.captured`` and
+  ``payment_intent.succeeded``;
+* a refund: ``charge.refunded`` (the charge with ``amount_refunded`` and its ``refunds`` list, as
+  accounts on API versions before 2022-11-15 receive it) and ``refund.created``;
+* ``open_dispute``: ``charge.dispute.created`` (``evidence_details.due_by``);
+* ``early_fraud_warning``: ``radar.early_fraud_warning.created``.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import itertools
 import json
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -44,8 +72,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recoverydesk.sandbox.serving import serve_app
+from recoverydesk.sandbox.webhook_outbox import DeliveryResult, WebhookOutbox
 
 TEST_KEY = "sk_test_x"
+API_VERSION = "2022-08-01"  # the version the emulated account's events are rendered in
+WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
+_UNCONFIRMED = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action", "processing"}
+)
 _CANCELABLE = frozenset(
     {
         "requires_payment_method",
@@ -147,18 +181,34 @@ def _metadata(params: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items() if v != ""}
 
 
-class StripeEmulator:
-    """The emulated account: its objects, its idempotency records, its injected failures."""
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
-    def __init__(self, api_key: str = TEST_KEY) -> None:
+
+class StripeEmulator:
+    """The emulated account: its objects, its idempotency records, its injected failures, and
+    (with an ``outbox``) the webhooks its changes send."""
+
+    def __init__(
+        self,
+        api_key: str = TEST_KEY,
+        *,
+        outbox: WebhookOutbox | None = None,
+        clock: Callable[[], datetime] = _wall_clock,
+    ) -> None:
         self.api_key = api_key
+        self.outbox = outbox
+        self._clock = clock
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._intents: dict[str, dict[str, Any]] = {}
         self._charges: dict[str, dict[str, Any]] = {}
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
+        self._disputes: dict[str, dict[str, Any]] = {}
+        self._events: list[dict[str, Any]] = []  # every event, in creation order
         self._idempotent: dict[str, _Stored] = {}
         self._failure: int | None = None
+        self._serving: tuple[str | None, str | None] = (None, None)  # request id, its key
         # every request: (method, path, Idempotency-Key header or None)
         self.requests: list[tuple[str, str, str | None]] = []
 
@@ -171,15 +221,147 @@ class StripeEmulator:
         *,
         capture: bool = True,
         metadata: dict[str, str] | None = None,
+        confirm: bool = True,
     ) -> dict[str, Any]:
+        """A PaymentIntent, confirmed and paid unless ``confirm=False`` (then it waits for a
+        payment method: ``fail_payment`` or ``confirm_payment`` decide how the attempt ends)."""
         params: dict[str, Any] = {
             "amount": str(amount),
             "currency": currency,
             "capture_method": "automatic" if capture else "manual",
             "metadata": dict(metadata or {}),
+            "confirm": "true" if confirm else "false",
         }
         with self._lock:
             return self._create_intent(params)
+
+    def fail_payment(
+        self,
+        intent_id: str,
+        *,
+        code: str = "card_declined",
+        decline_code: str | None = "generic_decline",
+        message: str = "Your card was declined.",
+    ) -> dict[str, Any]:
+        """The customer's payment attempt on an unconfirmed PaymentIntent is declined: a failed
+        charge, ``last_payment_error``, status ``requires_payment_method`` and the webhook
+        ``payment_intent.payment_failed``."""
+        with self._lock:
+            intent = self._waiting_intent(intent_id)
+            charge = self._new_charge(intent, status="failed")
+            charge.update(failure_code=code, failure_message=message)
+            error: dict[str, Any] = {
+                "type": "card_error",
+                "code": code,
+                "message": message,
+                "charge": charge["id"],
+                "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}",
+            }
+            if decline_code:
+                error["decline_code"] = decline_code
+            intent.update(
+                status="requires_payment_method",
+                latest_charge=charge["id"],
+                last_payment_error=error,
+                amount_capturable=0,
+            )
+            self._emit("payment_intent.payment_failed", intent)
+            return copy.deepcopy(intent)
+
+    def confirm_payment(self, intent_id: str) -> dict[str, Any]:
+        """The customer pays an unconfirmed PaymentIntent (after a decline, say): a succeeded
+        charge and the webhooks of a confirmed PaymentIntent."""
+        with self._lock:
+            intent = self._waiting_intent(intent_id)
+            self._confirm(intent)
+            return copy.deepcopy(intent)
+
+    def open_dispute(
+        self,
+        intent_id: str,
+        *,
+        reason: str = "fraudulent",
+        amount: int | None = None,
+        inquiry: bool = False,
+        due_in_days: int = 7,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The cardholder disputes the PaymentIntent's captured charge (``amount`` defaults to
+        what was captured): ``charge.dispute.created``, evidence due at the end of the day
+        ``due_in_days`` from now (UTC). An ``inquiry`` is a ``warning_needs_response``. The
+        dispute's metadata is its own (empty, as Stripe creates it)."""
+        with self._lock:
+            intent = self._intent(intent_id)
+            charge = self._charges.get(intent.get("latest_charge") or "")
+            if charge is None or not charge["captured"]:
+                raise ValueError(f"{intent_id} has no captured charge to dispute")
+            disputed = charge["amount_captured"] if amount is None else amount
+            if not 0 < disputed <= charge["amount_captured"]:
+                raise ValueError(f"a dispute of {disputed} on a charge of {charge['amount']}")
+            now = self._clock()
+            due = (now + timedelta(days=due_in_days)).replace(
+                hour=23, minute=59, second=59, microsecond=0
+            )
+            dispute: dict[str, Any] = {
+                "id": self._id("dp"),
+                "object": "dispute",
+                "amount": disputed,
+                "balance_transactions": [],
+                "charge": charge["id"],
+                "payment_intent": intent["id"],
+                "currency": charge["currency"],
+                "created": int(now.timestamp()),
+                "evidence": {},
+                "evidence_details": {
+                    "due_by": int(due.astimezone(UTC).timestamp()),
+                    "has_evidence": False,
+                    "past_due": False,
+                    "submission_count": 0,
+                },
+                "is_charge_refundable": inquiry,
+                "livemode": False,
+                "metadata": dict(metadata or {}),
+                "reason": reason,
+                "status": "warning_needs_response" if inquiry else "needs_response",
+            }
+            self._disputes[dispute["id"]] = dispute
+            charge["disputed"] = True
+            self._emit("charge.dispute.created", dispute)
+            return copy.deepcopy(dispute)
+
+    def early_fraud_warning(
+        self, intent_id: str, *, fraud_type: str = "made_with_stolen_card", actionable: bool = True
+    ) -> dict[str, Any]:
+        """The card network reports the PaymentIntent's charge as fraud:
+        ``radar.early_fraud_warning.created`` (an object without metadata)."""
+        with self._lock:
+            intent = self._intent(intent_id)
+            charge_id = intent.get("latest_charge")
+            if charge_id is None:
+                raise ValueError(f"{intent_id} has no charge")
+            warning: dict[str, Any] = {
+                "id": self._id("issfr"),
+                "object": "radar.early_fraud_warning",
+                "actionable": actionable,
+                "charge": charge_id,
+                "payment_intent": intent["id"],
+                "created": self._timestamp(),
+                "fraud_type": fraud_type,
+                "livemode": False,
+            }
+            self._emit("radar.early_fraud_warning.created", warning)
+            return copy.deepcopy(warning)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every Event object the account made (sent or not), oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._events)
+
+    def deliver_due(self, now: datetime | None = None) -> list[DeliveryResult]:
+        """Send the webhooks due at ``now`` (the emulator's clock when not given) to the desk."""
+        if self.outbox is None:
+            return []
+        return self.outbox.deliver_due(now or self._clock())
 
     def payment_intent(self, intent_id: str) -> dict[str, Any]:
         with self._lock:
@@ -256,6 +438,7 @@ class StripeEmulator:
             self.requests.append((method, path, key))
             request_id = f"req_emu{next(self._ids):08d}"
             headers = {"Request-Id": request_id}
+            self._serving = (request_id, key)
             try:
                 if self._failure is not None:
                     raise _failure(self._failure)
@@ -280,6 +463,8 @@ class StripeEmulator:
                 return JSONResponse(handler(params), 200, headers=headers)
             except StripeProblem as problem:
                 return JSONResponse(problem.body(), problem.status, headers=headers)
+            finally:
+                self._serving = (None, None)
 
     def _authenticate(self, auth: str) -> None:
         scheme, _, credential = auth.partition(" ")
@@ -305,6 +490,38 @@ class StripeEmulator:
     def _id(self, prefix: str) -> str:
         return f"{prefix}_emu{next(self._ids):010d}"
 
+    def _timestamp(self) -> int:
+        return int(self._clock().timestamp())
+
+    # Events
+
+    def _emit(self, kind: str, obj: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+        """Record the Event for a change (a snapshot of ``obj`` now) and queue its webhook."""
+        request_id, key = self._serving
+        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        if previous:
+            data["previous_attributes"] = dict(previous)
+        event: dict[str, Any] = {
+            "id": self._id("evt"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": self._timestamp(),
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 1 if self.outbox is not None else 0,
+            "request": {"id": request_id, "idempotency_key": key},
+            "type": kind,
+        }
+        self._events.append(event)
+        if self.outbox is not None:
+            self.outbox.put(
+                event["id"],
+                kind,
+                event,
+                due_at=self._clock(),
+                headers={"User-Agent": WEBHOOK_USER_AGENT},
+            )
+
     # PaymentIntents and charges
 
     def _create_intent(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -314,41 +531,78 @@ class StripeEmulator:
         if len(currency) != 3:
             raise StripeProblem(400, "Missing required param: currency.", code="parameter_missing")
         manual = params.get("capture_method") == "manual"
-        intent_id, charge_id = self._id("pi"), self._id("ch")
-        now = int(time.time())
         intent: dict[str, Any] = {
-            "id": intent_id,
+            "id": self._id("pi"),
             "object": "payment_intent",
             "amount": amount,
-            "amount_capturable": amount if manual else 0,
-            "amount_received": 0 if manual else amount,
+            "amount_capturable": 0,
+            "amount_received": 0,
             "currency": currency,
             "capture_method": "manual" if manual else "automatic",
-            "status": "requires_capture" if manual else "succeeded",
-            "latest_charge": charge_id,
+            "status": "requires_payment_method",
+            "latest_charge": None,
+            "last_payment_error": None,
             "metadata": _metadata(params),
             "cancellation_reason": None,
             "canceled_at": None,
-            "created": now,
+            "created": self._timestamp(),
             "livemode": False,
         }
-        self._intents[intent_id] = intent
-        self._charges[charge_id] = {
-            "id": charge_id,
-            "object": "charge",
-            "amount": amount,
-            "amount_captured": 0 if manual else amount,
-            "amount_refunded": 0,
-            "captured": not manual,
-            "refunded": False,
-            "currency": currency,
-            "payment_intent": intent_id,
-            "status": "succeeded",
-            "metadata": dict(intent["metadata"]),
-            "created": now,
-            "livemode": False,
-        }
+        self._intents[intent["id"]] = intent
+        if str(params.get("confirm", "true")).lower() != "false":
+            self._confirm(intent)
         return dict(intent)
+
+    def _new_charge(self, intent: dict[str, Any], *, status: str) -> dict[str, Any]:
+        """A charge of the PaymentIntent, with a copy of its metadata (as Stripe makes it)."""
+        paid = status == "succeeded" and intent["capture_method"] == "automatic"
+        charge: dict[str, Any] = {
+            "id": self._id("ch"),
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"] if paid else 0,
+            "amount_refunded": 0,
+            "captured": paid,
+            "refunded": False,
+            "disputed": False,
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "status": status,
+            "paid": status == "succeeded",
+            "failure_code": None,
+            "failure_message": None,
+            "metadata": dict(intent["metadata"]),
+            "created": self._timestamp(),
+            "livemode": False,
+        }
+        self._charges[charge["id"]] = charge
+        return charge
+
+    def _confirm(self, intent: dict[str, Any]) -> None:
+        """The payment succeeds: captured at once, or authorized for a manual capture."""
+        charge = self._new_charge(intent, status="succeeded")
+        manual = intent["capture_method"] == "manual"
+        intent.update(
+            status="requires_capture" if manual else "succeeded",
+            amount_capturable=intent["amount"] if manual else 0,
+            amount_received=0 if manual else intent["amount"],
+            latest_charge=charge["id"],
+            last_payment_error=None,
+        )
+        self._emit("charge.succeeded", charge)
+        if manual:
+            self._emit("payment_intent.amount_capturable_updated", intent)
+        else:
+            self._emit("payment_intent.succeeded", intent)
+
+    def _waiting_intent(self, intent_id: str) -> dict[str, Any]:
+        intent = self._intent(intent_id)
+        if intent["status"] not in _UNCONFIRMED:
+            raise ValueError(
+                f"{intent_id} is {intent['status']}: only a PaymentIntent that waits for a "
+                "payment can be paid or declined (create it with confirm=False)"
+            )
+        return intent
 
     def _intent(self, intent_id: str, param: str = "intent") -> dict[str, Any]:
         intent = self._intents.get(intent_id)
@@ -380,8 +634,9 @@ class StripeEmulator:
             status="canceled",
             amount_capturable=0,
             cancellation_reason=reason,
-            canceled_at=int(time.time()),
+            canceled_at=self._timestamp(),
         )
+        self._emit("payment_intent.canceled", intent)
         return dict(intent)
 
     def _capture_intent(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -406,6 +661,8 @@ class StripeEmulator:
         intent.update(status="succeeded", amount_received=wanted, amount_capturable=0)
         charge = self._charges[intent["latest_charge"]]
         charge.update(captured=True, amount_captured=wanted)
+        self._emit("charge.captured", charge, previous={"captured": False, "amount_captured": 0})
+        self._emit("payment_intent.succeeded", intent)
         return dict(intent)
 
     def _retrieve_charge(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -449,6 +706,8 @@ class StripeEmulator:
             raise StripeProblem(
                 400, f"Invalid reason: {reason}", code="parameter_invalid_string", param="reason"
             )
+        metadata = _metadata(params)
+        previous = {"amount_refunded": charge["amount_refunded"], "refunded": charge["refunded"]}
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
         refund = {
@@ -458,18 +717,44 @@ class StripeEmulator:
             "charge": charge["id"],
             "payment_intent": charge["payment_intent"],
             "currency": charge["currency"],
-            "metadata": _metadata(params),
+            "metadata": metadata,
             "reason": reason,
             "status": "succeeded",
-            "created": int(time.time()),
+            "created": self._timestamp(),
         }
         self._refunds[refund["id"]] = refund
+        self._emit("charge.refunded", self._charge_with_refunds(charge), previous)
+        self._emit("refund.created", refund)
         return dict(refund)
+
+    def _charge_with_refunds(self, charge: dict[str, Any]) -> dict[str, Any]:
+        """The charge with its ``refunds`` list (newest first), as API versions before
+        2022-11-15 render it in ``charge.refunded``."""
+        mine = [r for r in reversed(self._refunds.values()) if r["charge"] == charge["id"]]
+        return {
+            **charge,
+            "refunds": {
+                "object": "list",
+                "data": mine,
+                "has_more": False,
+                "total_count": len(mine),
+                "url": f"/v1/charges/{charge['id']}/refunds",
+            },
+        }
 
     def _refund_target(self, params: dict[str, Any]) -> dict[str, Any]:
         if params.get("payment_intent"):
             intent = self._intent(str(params["payment_intent"]), "payment_intent")
-            return self._charges[intent["latest_charge"]]
+            charge = self._charges.get(intent.get("latest_charge") or "")
+            if charge is None or charge["status"] != "succeeded":
+                raise StripeProblem(
+                    400,
+                    f"This PaymentIntent ({intent['id']}) does not have a successful charge to "
+                    "refund.",
+                    code="payment_intent_unexpected_state",
+                    param="payment_intent",
+                )
+            return charge
         if params.get("charge"):
             charge = self._charges.get(str(params["charge"]))
             if charge is None:
@@ -566,9 +851,14 @@ class RunningEmulator:
 
 
 @contextmanager
-def running_stripe_emulator(api_key: str = TEST_KEY) -> Iterator[RunningEmulator]:
+def running_stripe_emulator(
+    api_key: str = TEST_KEY,
+    *,
+    outbox: WebhookOutbox | None = None,
+    clock: Callable[[], datetime] = _wall_clock,
+) -> Iterator[RunningEmulator]:
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
-    runs."""
-    emulator = StripeEmulator(api_key)
+    runs (its webhooks go to ``outbox`` when one is given)."""
+    emulator = StripeEmulator(api_key, outbox=outbox, clock=clock)
     with serve_app(emulator.app(), "the Stripe emulator") as served:
         yield RunningEmulator(emulator, served.base_url)

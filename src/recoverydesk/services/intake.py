@@ -3,14 +3,18 @@
 Events that arrive in order are folded onto the stored snapshot (the fast path); an event older
 than what the order has already seen makes the desk refold that order's whole history, so the
 result never depends on arrival order.
+
+A carrier event that knows only a parcel's tracking number (``TRACKING_NUMBER``) is first moved to
+the order that shipped under that number, from the desk's record of tracking numbers or from an
+event of the same batch; the event keeps its id, so a redelivery is still a duplicate.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
@@ -19,7 +23,7 @@ from recoverydesk.domain.casebook import CaseRules, Episode, fold, step, sync_ca
 from recoverydesk.domain.cases import Case
 from recoverydesk.domain.drift import CHECK_JOB, due_checks
 from recoverydesk.domain.events import CanonicalEvent
-from recoverydesk.domain.orders import OrderView
+from recoverydesk.domain.orders import FULFILLMENT_EVENTS, OrderView
 from recoverydesk.services import stopship
 from recoverydesk.services.clock import Clock
 from recoverydesk.services.ports import (
@@ -35,6 +39,10 @@ from recoverydesk.services.triage import run_triage, stage_timers, triage_for
 log = structlog.get_logger("recoverydesk.intake")
 
 SHIP_BY_CHECK = "order.ship_by_check"
+# The ``order.ids`` key of a parcel's tracking number. Equal to ``order.ref``, it says the event
+# knows no order reference (a carrier webhook carries only the tracking number): the ref is a
+# stand-in that intake replaces by the order that shipped under that number.
+TRACKING_NUMBER = "tracking_number"
 
 
 @dataclass(slots=True)
@@ -92,6 +100,7 @@ def ingest_within(
 ) -> IngestReport:
     """The same, inside a unit of work the caller commits (jobs use this)."""
     batch = list({item.event.id: item for item in reversed(events)}.values())[::-1]
+    batch = _link_to_orders(uow, merchant, batch)
     report = IngestReport(received=len(events))
     new_ids = uow.events.add_new(merchant.id, batch, received_at=now) if batch else set()
     fresh = [item.event for item in batch if item.event.id in new_ids]
@@ -102,6 +111,51 @@ def ingest_within(
     if fresh:
         _fold_into_orders(uow, merchant, fresh, now, report)
     return report
+
+
+def tracking_only(event: CanonicalEvent) -> str | None:
+    """The tracking number the event's ref stands in for; None when the ref names an order."""
+    code = (event.order.ids or {}).get(TRACKING_NUMBER)
+    return code if code is not None and code == event.order.ref else None
+
+
+def _link_to_orders(
+    uow: UnitOfWork, merchant: Merchant, batch: list[IncomingEvent]
+) -> list[IncomingEvent]:
+    """Each event that knows only a tracking number, moved to the order shipped under it; one
+    for a number no order has yet stays under the number."""
+    codes = {code for item in batch if (code := tracking_only(item.event)) is not None}
+    if not codes:
+        return batch
+    shipped = {**_shipped_in(batch, codes), **uow.orders.by_tracking(merchant.id, codes)}
+    return [_linked(item, shipped, merchant) for item in batch]
+
+
+def _linked(item: IncomingEvent, shipped: Mapping[str, str], merchant: Merchant) -> IncomingEvent:
+    code = tracking_only(item.event)
+    if code is None:
+        return item
+    if code not in shipped:
+        log.info(
+            "carrier event for an unknown tracking number",
+            merchant_id=merchant.id,
+            event_id=item.event.id,
+            tracking=code,
+        )
+        return item
+    order = replace(item.event.order, ref=shipped[code])
+    return IncomingEvent(replace(item.event, order=order), item.raw)
+
+
+def _shipped_in(batch: Sequence[IncomingEvent], codes: Collection[str]) -> Mapping[str, str]:
+    """The tracking numbers among ``codes`` that a fulfilment event of the batch gives its
+    order (the first, in fold order), as the order view will learn them."""
+    shipped: dict[str, str] = {}
+    for event in sorted((item.event for item in batch), key=lambda e: e.sort_key):
+        code = str(event.data.get("tracking") or "")
+        if code in codes and event.type in FULFILLMENT_EVENTS and tracking_only(event) is None:
+            shipped.setdefault(code, event.order.ref)
+    return shipped
 
 
 def _fold_into_orders(

@@ -76,6 +76,11 @@ class OrderStore(Protocol):
 
     def get(self, merchant_id: int, ref: str) -> OrderView | None: ...
 
+    def by_tracking(self, merchant_id: int, codes: Collection[str]) -> dict[str, str]:
+        """The order (ref) that shipped under each of these tracking numbers the desk knows;
+        saving an order records its tracking numbers, and the first order saved with a number
+        keeps it."""
+
 
 class CaseStore(Protocol):
     def for_orders(

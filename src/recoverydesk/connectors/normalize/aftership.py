@@ -5,8 +5,11 @@ Tracking API responses (``{"meta", "data": {"tracking"}}`` or ``{"data": {"track
 The tracking's *current* ``tag``/``subtag`` is the fact (earlier checkpoints were earlier facts).
 
 Order reference: the tracking's ``order_number``, else ``order_id`` (set when the tracking is
-created); when both are empty, the tracking number itself (the desk cannot yet resolve a
-tracking number to its order, so such events stand alone until it can).
+created); when both are empty, the tracking number itself, as a stand-in.
+``order.ids.tracking_number`` (``services.intake.TRACKING_NUMBER``) always holds the tracking
+number; when it equals ``order.ref`` the ref is only a tracking number, and intake moves the event
+to the order that shipped under that number (while the desk knows no such order, the event
+stands under the number).
 Event ids: ``carrier:aftership:<tracking id>:<subtag>``.
 """
 
@@ -27,6 +30,7 @@ from recoverydesk.connectors.normalize._common import (
     text,
 )
 from recoverydesk.domain.errors import InvalidEvent
+from recoverydesk.services.intake import TRACKING_NUMBER
 
 SOURCE = "carrier"
 _EXCEPTION_KINDS = {
@@ -119,6 +123,9 @@ def _tracking(t: Mapping[str, Any]) -> dict[str, Any] | str:
         type=kind,
         occurred_at=at
         or iso(t.get("updated_at") or t.get("last_updated_at"), "tracking.updated_at"),
-        order={"ref": ref[:200], "ids": {"tracking": number[:200], "aftership_tracking": tid}},
+        order={
+            "ref": ref[:200],
+            "ids": {TRACKING_NUMBER: number[:200], "aftership_tracking": tid},
+        },
         data=data,
     )

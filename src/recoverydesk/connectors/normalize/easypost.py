@@ -3,8 +3,12 @@
 Accepted: the webhook ``Event`` (``{"object": "Event", "description": "tracker.updated",
 "result": Tracker}``) and a bare ``Tracker``. The tracker's current ``status`` is the fact.
 
-Order reference: a Tracker carries no order reference, so it is the tracking code
-(``tracking_code``); ``order.ids`` keeps the tracker and shipment ids.
+Order reference: a Tracker carries no order reference, only the parcel's tracking code
+(``tracking_code``). So ``order.ref`` is that code as a stand-in, and ``order.ids`` says so:
+``order.ids.tracking_number`` (``services.intake.TRACKING_NUMBER``) holds the same code, and an
+``ids.tracking_number`` equal to ``order.ref`` means "the ref is only a tracking number". Intake
+then moves the event to the order that shipped under that number; while the desk knows no such
+order, the event stands under the code. ``order.ids`` also keeps the tracker and shipment ids.
 Event ids: ``carrier:easypost:<tracker id>:<status>``.
 """
 
@@ -24,6 +28,7 @@ from recoverydesk.connectors.normalize._common import (
     text,
 )
 from recoverydesk.domain.errors import InvalidEvent
+from recoverydesk.services.intake import TRACKING_NUMBER
 
 SOURCE = "carrier"
 _FAILURE_KINDS = {"damaged": "damaged", "lost": "lost", "return_to_sender": "returned_to_sender"}
@@ -79,7 +84,7 @@ def _tracker(t: Mapping[str, Any]) -> Normalized:
                     "ref": code[:200],
                     "ids": compact(
                         {
-                            "tracking": code[:200],
+                            TRACKING_NUMBER: code[:200],
                             "easypost_tracker": tid,
                             "easypost_shipment": text(t.get("shipment_id")),
                         }
