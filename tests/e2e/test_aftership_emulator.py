@@ -126,15 +126,17 @@ def test_a_lost_parcel_opens_a_delivery_exception_case(
     # when the carrier declares it lost two days after
     assert emulator.deliver_due(START + timedelta(hours=47)) == []
     lost = emulator.deliver_due(START + timedelta(hours=48))
-    # then the desk stored the carrier's facts and opened a delivery exception for the order
+    # then the desk stored the carrier's facts (each named by its webhook's event_id) and
+    # opened a delivery exception for the order
     assert [(r.topic, r.status_code) for r in lost] == [("Exception", 200)]
+    _, transit, exception = (body["event_id"] for body in emulator.webhooks_sent)
     assert _carrier_events(api, "A-1001") == [
-        f"carrier:aftership:{tracking_id}:InTransit_002",
-        f"carrier:aftership:{tracking_id}:Exception_013",
+        f"carrier:aftership:{tracking_id}:InTransit_002:{transit}",
+        f"carrier:aftership:{tracking_id}:Exception_013:{exception}",
     ]
     cases = _open_cases(api, "A-1001")
     assert [c["category"] for c in cases] == ["delivery_exception"]
-    assert f"carrier:aftership:{tracking_id}:Exception_013" in cases[0]["event_ids"]
+    assert f"carrier:aftership:{tracking_id}:Exception_013:{exception}" in cases[0]["event_ids"]
     assert emulator.webhooks_waiting == []
 
 
@@ -179,6 +181,34 @@ def test_a_failed_attempt_opens_a_case_that_the_redelivery_closes(
     assert _open_cases(api, "A-1004") == []
     closed = api.get("/api/v1/cases", params={"order": "A-1004"}).json()["cases"]
     assert [(c["category"], c["outcome"]) for c in closed] == [("delivery_exception", "delivered")]
+
+
+def test_a_second_failed_attempt_the_next_day_is_a_fact_of_its_own(
+    live: LiveDesk, api: httpx.Client, clock: SimulatedClock
+) -> None:
+    # given a parcel the carrier fails to deliver twice, a day apart (the same subtag)
+    _place(api, "A-1005")
+    again = (
+        Step(timedelta(hours=44), "OutForDelivery", "OutForDelivery_001", "On vehicle again"),
+        Step(timedelta(hours=50), "AttemptFail", "AttemptFail_001", "Customer not available"),
+    )
+    emulator = AfterShipEmulator(
+        clock=clock.now,
+        desk_url=live.base_url,
+        merchant="acme",
+        secret=SECRET,
+        script=(*FAILED_ATTEMPT, *again),
+    )
+    _create(emulator, "1ZTWICE", "A-1005")
+    # when the carrier's scans reach the desk
+    sent = emulator.deliver_due(START + timedelta(hours=51))
+    assert [r.topic for r in sent][-3:] == ["AttemptFail", "OutForDelivery", "AttemptFail"]
+    assert {r.status_code for r in sent} == {200}
+    # then both failed attempts are stored, each under its webhook's event_id
+    attempts = [e for e in _carrier_events(api, "A-1005") if ":AttemptFail_001:" in e]
+    failed = [b["event_id"] for b in emulator.webhooks_sent if b["msg"]["tag"] == "AttemptFail"]
+    assert [e.rsplit(":", 1)[1] for e in attempts] == failed
+    assert len(set(failed)) == 2
 
 
 def test_an_unreachable_desk_gets_the_same_event_later_and_stores_it_once(

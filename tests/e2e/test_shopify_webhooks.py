@@ -206,7 +206,7 @@ def test_a_fraud_hold_through_the_admin_api_opens_a_fraud_case_and_its_release_c
     clock.tick()
     hold = {"reason": "HIGH_RISK_OF_FRAUD", "reasonNotes": "Proxy IP, mismatched billing"}
     _graphql(shop, HOLD, {"id": fo.id, "fulfillmentHold": hold})
-    assert _deliver(shop) == ["fulfillment_orders/placed_on_hold"]
+    assert _deliver(shop) == ["fulfillment_orders/placed_on_hold", "fulfillment_holds/added"]
     # then the desk has an active fraud hold and an open fraud case for the order
     cases = _cases(api, ref)
     assert [(c["category"], c["closed_at"]) for c in cases] == [("fraud_hold", None)]
@@ -215,7 +215,7 @@ def test_a_fraud_hold_through_the_admin_api_opens_a_fraud_case_and_its_release_c
     # when the hold is released
     clock.tick()
     _graphql(shop, RELEASE, {"id": fo.id})
-    assert _deliver(shop) == ["fulfillment_orders/hold_released"]
+    assert _deliver(shop) == ["fulfillment_holds/released", "fulfillment_orders/hold_released"]
     # then the hold is over and the case is no longer open
     holds = _order_360(api, ref)["holds"]
     assert [(h["hold_type"], h["active"]) for h in holds] == [("fraud", False)]
@@ -319,11 +319,12 @@ def test_risk_and_payment_failure_helpers_open_their_cases(
     _deliver(shop)
     # when Shopify flags one order high-risk and a charge on the other fails
     clock.tick()
-    shop.emulator.flag_high_risk(risky, message="Card used from a proxy IP")
+    shop.emulator.flag_high_risk(risky)
     shop.emulator.fail_payment(declined, message="Your card was declined.")
-    assert _deliver(shop) == ["orders/risk", "order_transactions/create"]
+    assert _deliver(shop) == ["orders/risk_assessment_changed", "order_transactions/create"]
     # then each opens its case
     assert [c["category"] for c in _cases(api, risky)] == ["fraud_hold"]
+    assert [h["hold_type"] for h in _order_360(api, risky)["holds"]] == ["fraud"]
     assert [c["category"] for c in _cases(api, declined)] == ["payment_failed"]
     payment = _order_360(api, declined)["payment"]
     assert (payment["failures"], payment["last_failure"]) == (1, "Your card was declined.")
@@ -345,5 +346,119 @@ def test_a_rejected_cancellation_request_reaches_the_desk(
     clock.tick()
     shop.emulator.answer_cancellation(fo.id, accept=False, message="Already packed")
     assert _deliver(shop) == ["fulfillment_orders/cancellation_request_rejected"]
-    # then the desk has the rejection on the order
+    # then the desk has the rejection on the order, with the service's reason
     assert _order_360(api, ref)["evidence"]["stopship_answer"] == "stopship.rejected"
+    rejection = _event_data(live, ref, "stopship.rejected")
+    assert rejection["message"] == "Already packed"
+
+
+def _event_data(live: LiveDesk, ref: str, kind: str) -> dict[str, Any]:
+    """The data of the one stored event of ``kind`` on order ``ref``."""
+    with live.desk.engine.connect() as connection:
+        rows = connection.execute(
+            select(events.c.payload).where(events.c.order_ref == ref, events.c.type == kind)
+        ).all()
+    assert len(rows) == 1, rows
+    data: dict[str, Any] = rows[0].payload["data"]
+    return data
+
+
+def _events_of(live: LiveDesk, ref: str) -> list[tuple[str, str]]:
+    with live.desk.engine.connect() as connection:
+        rows = connection.execute(
+            select(events.c.event_id, events.c.type).where(events.c.order_ref == ref)
+        ).all()
+    return sorted((row.type, row.event_id) for row in rows)
+
+
+def test_releasing_one_fulfillment_orders_hold_leaves_the_others_hold_and_case(
+    live: LiveDesk, tmp_path: Path, shop: RunningShopify, clock: ManualClock
+) -> None:
+    # given an order split over two fulfillment orders, and a desk subscribed to Shopify's
+    # per-hold topics (they name each hold; the fulfillment-order topics do not on release)
+    api = _aimed(live, tmp_path, shop)
+    shop.emulator.topics = {
+        "orders/create",
+        "order_transactions/create",
+        "fulfillment_holds/added",
+        "fulfillment_holds/released",
+    }
+    ref = shop.emulator.add_order(fulfillment_orders=2)
+    _deliver(shop)
+    first, second = shop.emulator.fulfillment_orders_of(ref)
+    # when one is held for fraud and the other for stock
+    clock.tick()
+    _graphql(shop, HOLD, {"id": first.id, "fulfillmentHold": {"reason": "HIGH_RISK_OF_FRAUD"}})
+    _graphql(shop, HOLD, {"id": second.id, "fulfillmentHold": {"reason": "INVENTORY_OUT_OF_STOCK"}})
+    assert _deliver(shop) == ["fulfillment_holds/added"] * 2
+    assert sorted(c["category"] for c in _cases(api, ref)) == ["fraud_hold", "inventory_mismatch"]
+    # and the fraud hold is released
+    clock.tick()
+    _graphql(shop, RELEASE, {"id": first.id})
+    assert _deliver(shop) == ["fulfillment_holds/released"]
+    # then only the fraud hold is over: the stock hold and its case stay
+    holds = {h["hold_type"]: h["active"] for h in _order_360(api, ref)["holds"]}
+    assert holds == {"fraud": False, "inventory": True}
+    cases = {c["category"]: c["closed_at"] is None for c in _cases(api, ref)}
+    assert cases == {"fraud_hold": False, "inventory_mismatch": True}
+
+
+def test_hold_release_and_hold_again_within_one_second_are_three_facts(
+    live: LiveDesk, tmp_path: Path, shop: RunningShopify, clock: ManualClock
+) -> None:
+    # given a desk subscribed to the fulfillment-order hold topics only
+    _aimed(live, tmp_path, shop)
+    shop.emulator.topics = {
+        "orders/create",
+        "order_transactions/create",
+        "fulfillment_orders/placed_on_hold",
+        "fulfillment_orders/hold_released",
+    }
+    ref = shop.emulator.add_order()
+    _deliver(shop)
+    before = _stored(live)
+    fo = shop.emulator.fulfillment_orders_of(ref)[0]
+    # when the fulfillment order is held, released and held again, all stamped the same second
+    clock.tick()
+    for query, variables in (
+        (HOLD, {"id": fo.id, "fulfillmentHold": {"reason": "OTHER"}}),
+        (RELEASE, {"id": fo.id}),
+        (HOLD, {"id": fo.id, "fulfillmentHold": {"reason": "OTHER"}}),
+    ):
+        _graphql(shop, query, variables)
+    assert _deliver(shop) == [
+        "fulfillment_orders/placed_on_hold",
+        "fulfillment_orders/hold_released",
+        "fulfillment_orders/placed_on_hold",
+    ]
+    # then the desk stored three facts, not one hold and a lost second
+    assert _stored(live) == before + 3
+    kinds = [kind for kind, _ in _events_of(live, ref)]
+    assert kinds.count("hold.placed") == 2
+    assert kinds.count("hold.released") == 1
+    # and Shopify resending one of them stores nothing new
+    again = shop.emulator.webhooks.sent[-1]
+    shop.emulator.webhooks.put(again.delivery_id, again.topic, again.body, headers=again.headers)
+    _deliver(shop)
+    assert _stored(live) == before + 3
+
+
+def test_a_risk_assessment_from_an_app_and_a_low_one_from_shopify(
+    live: LiveDesk, tmp_path: Path, shop: RunningShopify, clock: ManualClock
+) -> None:
+    api = _aimed(live, tmp_path, shop)
+    ref = shop.emulator.add_order()
+    _deliver(shop)
+    # when Shopify rates the order low risk: no case
+    clock.tick()
+    shop.emulator.assess_risk(ref, "LOW")
+    assert _deliver(shop) == ["orders/risk_assessment_changed"]
+    assert _cases(api, ref) == []
+    # when a fraud app rates it medium: a fraud hold, naming the app
+    clock.tick()
+    shop.emulator.assess_risk(ref, "MEDIUM", provider_id=7, provider_title="FraudGuard")
+    assert _deliver(shop) == ["orders/risk_assessment_changed"]
+    assert [c["category"] for c in _cases(api, ref)] == ["fraud_hold"]
+    (hold,) = _order_360(api, ref)["holds"]
+    assert (hold["hold_type"], hold["active"]) == ("fraud", True)
+    assert "FraudGuard" in hold["reason"]

@@ -378,12 +378,13 @@ EXPECTED: dict[str, list[E] | tuple[str, str]] = {
             {"amount": "9.00", "refund_id": "724"},
         ),
     ],
-    # --- AfterShip (order ref: order_number / order_id, else the tracking number as a stand-in)
+    # --- AfterShip (order ref: order_id / order_number, else the tracking number as a stand-in;
+    # ids end with the envelope's event_id, else the latest checkpoint's time)
     "aftership/api-error-401.json": ("error", "API error (401"),
     "aftership/api-tracking-exception-shipment-lost.json": [
         (
             "delivery.exception",
-            "carrier:aftership:5b7658cec7c33c0e007de3c5:Exception_013",
+            "carrier:aftership:5b7658cec7c33c0e007de3c5:Exception_013:2018-07-25T10:10:00+09:00",
             "111111111111",
             {"kind": "lost", "tracking": "111111111111"},
         )
@@ -391,7 +392,7 @@ EXPECTED: dict[str, list[E] | tuple[str, str]] = {
     "aftership/api-tracking-update-exception.json": [
         (
             "fulfillment.delivered",
-            "carrier:aftership:5b74f4958776db0e00b6f5ed:Delivered_001",
+            "carrier:aftership:5b74f4958776db0e00b6f5ed:Delivered_001:2018-08-01T17:19:47",
             "1111111111111",
             {"tracking": "1111111111111"},
         )
@@ -399,7 +400,7 @@ EXPECTED: dict[str, list[E] | tuple[str, str]] = {
     "aftership/api-trackings-list-exception-expired.json": [
         (
             "fulfillment.delivered",
-            "carrier:aftership:5b74f4958776db0e00b6f5ed:Delivered_001",
+            "carrier:aftership:5b74f4958776db0e00b6f5ed:Delivered_001:2018-08-01T13:19:47-04:00",
             "1111111111111",
             {},
         ),

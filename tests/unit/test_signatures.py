@@ -349,19 +349,21 @@ def test_shopify_unprefixed_header_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("ids", "expected"),
     [
-        ({"X-Shopify-Event-Id": "ev-1", "X-Shopify-Webhook-Id": "wh-1"}, "ev-1"),
+        ({"X-Shopify-Event-Id": "ev-1", "X-Shopify-Webhook-Id": "wh-1"}, "wh-1"),
         ({"X-Shopify-Webhook-Id": "wh-1"}, "wh-1"),
+        ({"X-Shopify-Event-Id": "ev-1"}, "ev-1"),
         ({}, None),
     ],
 )
-def test_shopify_dedupes_on_the_event_id_else_the_webhook_id(
+def test_shopify_dedupes_on_the_webhook_id_else_the_event_id(
     ids: dict[str, str], expected: str | None
 ) -> None:
     # given a signed Shopify delivery with some of its id headers
     headers = sign("shopify", body=BODY, secret=SECRET["shopify"], now=NOW) | ids
     # when verified
     delivery = check("shopify", headers, BODY)
-    # then the event id wins (one per event), the webhook id is the fallback
+    # then the webhook id wins (the delivery, the same on its retries), the event id is the
+    # fallback
     assert delivery.delivery_id == expected
 
 

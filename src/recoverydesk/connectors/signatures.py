@@ -12,7 +12,9 @@ Per provider (header names are matched in any case):
 
 - ``shopify``: ``X-Shopify-Hmac-Sha256`` (or ``Shopify-Hmac-Sha256``) = base64 HMAC-SHA256 of the
   body, key the app client secret. No signed timestamp: ``triggered_at`` is
-  ``X-Shopify-Triggered-At``; the id is ``X-Shopify-Event-Id``, else ``X-Shopify-Webhook-Id``.
+  ``X-Shopify-Triggered-At``. The id is ``X-Shopify-Webhook-Id``, the delivery (the same on every
+  retry of it, Shopify's documented key to ignore duplicates), else ``X-Shopify-Event-Id``
+  (the event, shared by every delivery it caused). ``sign`` sets both to ``delivery_id``.
 - ``woocommerce``: ``X-WC-Webhook-Signature`` = base64 HMAC-SHA256 of the body. The secret is the
   plain value (what ``wp_specialchars_decode`` yields). No timestamp and no event id: the
   ``X-WC-Webhook-Delivery-ID`` is a per-second hash that can collide, so the id is ``None`` and
@@ -280,10 +282,10 @@ def _verify_shopify(req: _Request) -> Delivery:
         [_hmac(k, req.body) for k in req.hmac_keys()],
         [_b64_digest(req.provider, given)],
     )
-    event_id = req.optional("x-shopify-event-id", "shopify-event-id")
     webhook_id = req.optional("x-shopify-webhook-id", "shopify-webhook-id")
+    event_id = req.optional("x-shopify-event-id", "shopify-event-id")
     triggered = _iso(req.optional("x-shopify-triggered-at", "shopify-triggered-at"))
-    return Delivery(req.provider, event_id or webhook_id, triggered)
+    return Delivery(req.provider, webhook_id or event_id, triggered)
 
 
 def _verify_woocommerce(req: _Request) -> Delivery:
@@ -449,6 +451,9 @@ def _sign_shopify(body: bytes, secret: str, now: datetime, delivery_id: _Id) -> 
         "X-Shopify-Hmac-Sha256": _b64(_hmac(_utf8(secret), body)),
         "X-Shopify-Triggered-At": now.isoformat().replace("+00:00", "Z"),
     }
+    # one delivery of one event: the webhook id is the delivery, the event id the fact it reports
+    # (an emulator fanning one event out to several deliveries sets its own event id over this)
+    headers = _with_id(headers, "X-Shopify-Webhook-Id", delivery_id)
     return _with_id(headers, "X-Shopify-Event-Id", delivery_id)
 
 

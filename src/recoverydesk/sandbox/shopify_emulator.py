@@ -29,16 +29,19 @@ sent while a request is served: ``deliver_due(now)`` sends what is due (tests ca
 - ``refundCreate``: ``refunds/create``, then ``order_transactions/create`` for its refund
   transaction (the same transaction id, as Shopify sends both);
 - ``fulfillmentOrderHold`` / ``place_hold``: ``fulfillment_orders/placed_on_hold`` (with
-  ``created_fulfillment_hold``); ``fulfillmentOrderReleaseHold``:
-  ``fulfillment_orders/hold_released``;
+  ``created_fulfillment_hold``) and ``fulfillment_holds/added`` for every hold (Shopify sends the
+  former only when the fulfillment order turns ``ON_HOLD``; the emulator sends it for a second
+  hold too, so a desk subscribed to the fulfillment-order topics only still hears of it; both
+  name the same hold id, the desk stores it once); ``fulfillmentOrderReleaseHold``:
+  ``fulfillment_holds/released`` for every hold released, then
+  ``fulfillment_orders/hold_released`` when the last one goes (its body names no hold), as
+  Shopify documents both families;
 - ``fulfillmentOrderSubmitCancellationRequest``:
   ``fulfillment_orders/cancellation_request_submitted``; ``answer_cancellation``:
   ``fulfillment_orders/cancellation_request_accepted`` or ``..._rejected`` (with ``message``);
 - ``fail_payment``: ``order_transactions/create`` with a failed sale (``status: failure``);
-- ``flag_high_risk``: ``orders/risk`` with ``{"risk": <OrderRisk>}``. Shopify's own topic for a
-  risk verdict is ``orders/risk_assessment_changed``, whose body (``risk_level``, no
-  ``recommendation``) the desk's normalizer does not read; this stand-in is the OrderRisk resource
-  the normalizer maps to a fraud hold.
+- ``assess_risk`` / ``flag_high_risk``: ``orders/risk_assessment_changed`` with the
+  OrderRiskAssessment (``risk_level``, provider, order ids; no recommendation).
 
 ``topics`` (a set of topic names) limits the webhooks queued to those, as a subscription list
 does; ``None`` (the default) queues every topic.
@@ -79,7 +82,8 @@ __all__ = [
 TEST_TOKEN = "shpat_emulator_0123456789abcdef"  # noqa: S105 - the emulator's own token
 SHOP_DOMAIN = "recoverydesk-emulator.myshopify.com"
 WEBHOOK_API_VERSION = "2026-01"
-RISK_TOPIC = "orders/risk"  # a stand-in: see the module docstring
+RISK_TOPIC = "orders/risk_assessment_changed"
+_RISK_LEVELS = ("HIGH", "MEDIUM", "LOW", "NONE", "PENDING")
 _SHOP_ID = 548380009
 _LOCATION_ID = 24826418
 _COUNTRIES = {"US": "United States", "CA": "Canada", "GB": "United Kingdom", "DE": "Germany"}
@@ -204,6 +208,17 @@ def _rest_address(address: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rest_hold(hold: dict[str, Any]) -> dict[str, Any]:
+    """A fulfillment hold as webhooks carry it (numeric id, lower-case reason)."""
+    return {
+        "id": _number(str(hold["id"])),
+        "handle": hold.get("handle"),
+        "reason": str(hold["reason"]).lower(),
+        "reason_notes": hold.get("reasonNotes"),
+        "held_by_requesting_app": True,
+    }
+
+
 @dataclass
 class _FulfillmentOrder:
     id: str
@@ -243,7 +258,7 @@ class _Order:
     customer_id: int | None = None
     line_items: list[dict[str, Any]] = field(default_factory=list)  # REST line items
     refund_resources: list[dict[str, Any]] = field(default_factory=list)  # REST refunds
-    risks: list[dict[str, Any]] = field(default_factory=list)  # REST OrderRisks
+    risks: list[dict[str, Any]] = field(default_factory=list)  # risk assessments sent
     created_at: datetime = field(default_factory=_wall_clock)
     updated_at: datetime = field(default_factory=_wall_clock)
 
@@ -380,8 +395,8 @@ class ShopifyEmulator:
         self, number: str, reason: str = "HIGH_RISK_OF_FRAUD", notes: str | None = None
     ) -> list[str]:
         """Hold every fulfillment order of the order that can be held, as the admin or a Shopify
-        Flow "Hold fulfillment order" action does; returns the hold ids. Queues
-        ``fulfillment_orders/placed_on_hold`` for each."""
+        Flow "Hold fulfillment order" action does; returns the hold ids. Queues what
+        ``fulfillmentOrderHold`` queues for each (see the module docstring)."""
         with self._lock:
             placed = []
             for fo_id in self.order(number).fulfillment_orders:
@@ -391,34 +406,42 @@ class ShopifyEmulator:
                     placed.append(str(answer["fulfillmentHold"]["id"]))
             return placed
 
-    def flag_high_risk(
+    def assess_risk(
         self,
         number: str,
+        risk_level: str,
         *,
-        message: str = "This order was placed from a proxy IP",
-        recommendation: str = "cancel",
-        score: str = "1.0",
-    ) -> str:
-        """Shopify's fraud analysis flags the order; returns the risk's id. Queues
-        ``RISK_TOPIC`` with the OrderRisk (``recommendation`` ``cancel`` or ``investigate`` is a
-        fraud hold for the desk; ``accept`` is not)."""
+        provider_id: int | None = None,
+        provider_title: str | None = None,
+    ) -> dict[str, Any]:
+        """A risk assessment of the order (``HIGH`` / ``MEDIUM`` / ``LOW`` / ``NONE`` /
+        ``PENDING``) by Shopify (no provider) or an app; returns the webhook body. Queues
+        ``orders/risk_assessment_changed`` (``RISK_TOPIC``) with the OrderRiskAssessment as
+        Shopify sends it: the level in lower case, the provider, the order's ids, no
+        recommendation and no id of its own."""
+        if risk_level.upper() not in _RISK_LEVELS:
+            raise ValueError(f"risk_level must be one of {', '.join(_RISK_LEVELS)}")
         with self._lock:
             order = self.order(number)
-            risk = {
-                "id": next(self._ids),
+            assessment = {
+                "provider_id": provider_id,
+                "provider_title": provider_title,
+                "risk_level": risk_level.lower(),
+                "created_at": _rest_time(self._clock()),
                 "order_id": _number(order.id),
-                "checkout_id": None,
-                "source": "External",
-                "score": score,
-                "recommendation": recommendation,
-                "display": True,
-                "cause_cancel": recommendation == "cancel",
-                "message": message,
-                "merchant_message": message,
+                "admin_graphql_api_order_id": order.id,
             }
-            order.risks.append(risk)
-            self._queue(RISK_TOPIC, {"risk": dict(risk)})
-            return str(risk["id"])
+            order.risks.append(assessment)
+            self._queue(RISK_TOPIC, dict(assessment))
+            return dict(assessment)
+
+    def flag_high_risk(
+        self, number: str, *, provider_id: int | None = None, provider_title: str | None = None
+    ) -> dict[str, Any]:
+        """Shopify's fraud analysis (or the app named) rates the order ``HIGH`` risk."""
+        return self.assess_risk(
+            number, "HIGH", provider_id=provider_id, provider_title=provider_title
+        )
 
     def fail_payment(
         self,
@@ -619,10 +642,7 @@ class ShopifyEmulator:
             "destination": {"email": order.email, **destination},
             "line_items": [dict(li) for li in fo.line_items],
             "international_duties": None,
-            "fulfillment_holds": [
-                {"reason": str(h["reason"]).lower(), "reason_notes": h.get("reasonNotes")}
-                for h in fo.holds
-            ],
+            "fulfillment_holds": [_rest_hold(h) for h in fo.holds],
             "delivery_method": None,
             "assigned_location": {"location_id": _LOCATION_ID, "name": "Emulated warehouse"},
             "merchant_requests": [
@@ -829,6 +849,8 @@ class ShopifyEmulator:
         fo.holds.append(placed)
         fo.status = "ON_HOLD"
         fo.updated_at = self._clock()
+        # Shopify sends placed_on_hold only when the fulfillment order turns ON_HOLD; it is kept
+        # for every hold here (see the module docstring)
         self._queue(
             "fulfillment_orders/placed_on_hold",
             {
@@ -837,14 +859,12 @@ class ShopifyEmulator:
                 "held_fulfillment_order_line_items": [
                     {"id": li["id"], "quantity": li["quantity"]} for li in fo.line_items
                 ],
-                "created_fulfillment_hold": {
-                    "id": _number(str(placed["id"])),
-                    "handle": handle,
-                    "reason": str(hold["reason"]).lower(),
-                    "reason_notes": hold.get("reasonNotes"),
-                    "held_by_requesting_app": True,
-                },
+                "created_fulfillment_hold": _rest_hold(placed),
             },
+        )
+        self._queue(  # Shopify: for every hold added
+            "fulfillment_holds/added",
+            {"fulfillment_hold": _rest_hold(placed), "fulfillment_order": self._fo_resource(fo)},
         )
         return {
             "fulfillmentHold": dict(placed),
@@ -868,6 +888,7 @@ class ShopifyEmulator:
                 ],
             )
         wanted = args.get("holdIds")
+        released = [h for h in fo.holds if wanted is None or h["id"] in wanted]
         if wanted is None:
             fo.holds.clear()
         else:
@@ -888,9 +909,15 @@ class ShopifyEmulator:
         if not fo.holds:
             fo.status = "OPEN"
         fo.updated_at = self._clock()
-        self._queue(
-            "fulfillment_orders/hold_released", {"fulfillment_order": self._fo_resource(fo)}
-        )
+        for hold in released:  # Shopify: for every hold released
+            self._queue(
+                "fulfillment_holds/released",
+                {"fulfillment_hold": _rest_hold(hold), "fulfillment_order": self._fo_resource(fo)},
+            )
+        if not fo.holds:  # Shopify: only when the last hold goes (no hold named in the body)
+            self._queue(
+                "fulfillment_orders/hold_released", {"fulfillment_order": self._fo_resource(fo)}
+            )
         return {"fulfillmentOrder": {"id": fo.id, "status": fo.status}, "userErrors": []}
 
     def _op_cancellation_request(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,32 @@ review, radar.early_fraud_warning). Amounts are minor units and become major-uni
 Order reference, first present of: ``metadata.order_ref``, ``metadata.order_id``,
 ``metadata.order_number``, ``metadata.order``; then ``description`` when it is a single token
 (``#1001``, ``ORD-77``; prose descriptions are not references); else the Stripe payment's own id
-(``payment_intent``, else ``charge``) so the event is still kept and can be matched later.
+as a *stand-in*: the PaymentIntent id when known, else the charge id (else the object's own id,
+e.g. a dispute on nothing the payload names), so the event is still kept and can be matched later.
+
+Payment ids: every event carries the PaymentIntent and charge it concerns in ``order.ids``
+(``stripe_payment_intent``, ``stripe_charge``; either may be missing when the payload does not
+name it). ``order.ids.stripe_payment_intent == order.ref`` (or, for a charge without a
+PaymentIntent, ``order.ids.stripe_charge == order.ref``) says the ref is only that stand-in: the
+payload named no order (disputes, early fraud warnings and reviews never do; refunds only when
+the desk made them), and intake may resolve the payment to its order.
 
 A refund's ``metadata.idempotency_key`` (or ``metadata.intent``; any metadata value starting with
 ``rd:``) is the desk's intent key and goes to ``data.intent``.
-Event ids: ``psp:stripe:<object id>[:<fact>]``; a charge and its payment intent report the same
-capture under the payment intent's id, so the two webhooks dedupe.
+
+Event ids: ``psp:stripe:<object id>[:<fact>]``, one per fact however many webhooks report it:
+
+- a charge and its PaymentIntent report a capture, an authorization or a void under the
+  PaymentIntent's id (``psp:stripe:<pi>:captured``);
+- a declined attempt is ``psp:stripe:<pi>:failed:<charge>`` from ``charge.failed`` and from
+  ``payment_intent.payment_failed`` alike (``psp:stripe:<charge>:failed`` for a charge with no
+  PaymentIntent), so one decline counts once;
+- a refund is ``psp:stripe:<refund id>`` from ``charge.refunded`` (its ``refunds`` list, as API
+  versions before 2022-11-15 render it), ``refund.created``, ``refund.updated`` and
+  ``charge.refund.updated``; only a ``succeeded`` refund is a fact. From API version 2022-11-15
+  on, ``charge.refunded`` carries no ``refunds`` list and the refund's amount cannot be told from
+  the charge (``amount_refunded`` is a running total): it is no fact, and ``refund.created`` /
+  ``refund.updated`` carry the refund.
 """
 
 from __future__ import annotations
@@ -37,6 +57,9 @@ from recoverydesk.connectors.normalize._common import (
 from recoverydesk.domain.errors import InvalidEvent
 
 SOURCE = "psp"
+# The ``order.ids`` keys of the payment; equal to ``order.ref``, the ref is only a stand-in.
+PAYMENT_INTENT = "stripe_payment_intent"
+CHARGE = "stripe_charge"
 _REF_KEYS = ("order_ref", "order_id", "order_number", "order")
 _TOKEN = re.compile(r"#?[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}")
 _OPEN_DISPUTES = frozenset(
@@ -90,32 +113,28 @@ def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
-def _payment_id(obj: Mapping[str, Any]) -> str | None:
-    for key in ("payment_intent", "charge"):
-        value = obj.get(key)
-        if isinstance(value, Mapping):
-            value = value.get("id")
-        if text(value):
-            return text(value)
-    return None
+def _ident(value: object) -> str | None:
+    """A Stripe id, given as a string or as the expanded object."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return text(value) if isinstance(value, str) else None
 
 
-def _order(obj: Mapping[str, Any], fallback: str | None) -> dict[str, Any]:
+def _order(
+    obj: Mapping[str, Any], *, intent: str | None, charge: str | None, fallback: str
+) -> dict[str, Any]:
+    """The order of a payment fact: the reference the payload gives, else the payment's id as a
+    stand-in (module docstring); ``ids`` always names the PaymentIntent and the charge known."""
     meta = _metadata(obj)
     ref = next((text(meta.get(k)) for k in _REF_KEYS if text(meta.get(k))), None)
     description = text(obj.get("description"))
     if ref is None and description and _TOKEN.fullmatch(description):
         ref = description
-    ref = ref or _payment_id(obj) or fallback
-    if ref is None:
-        raise InvalidEvent("stripe object: no order reference and no payment id")
-    ids = {
-        "stripe_payment_intent": text(obj.get("payment_intent"))
-        if isinstance(obj.get("payment_intent"), str)
-        else None,
-        "stripe_charge": text(obj.get("charge")) if isinstance(obj.get("charge"), str) else None,
+    ids = {PAYMENT_INTENT: intent, CHARGE: charge}
+    return {
+        "ref": ref or intent or charge or fallback,
+        "ids": {k: v for k, v in ids.items() if v},
     }
-    return {"ref": ref, "ids": {k: v for k, v in ids.items() if v}}
 
 
 def _cur(obj: Mapping[str, Any]) -> str:
@@ -143,19 +162,21 @@ def _payment_event(  # noqa: PLR0917 - the facts of one payment event
     created: object,
     amount: object,
     reason: str | None = None,
+    *,
+    intent: str | None,
+    charge: str | None,
 ) -> dict[str, Any]:
+    """A payment fact, named after the PaymentIntent when there is one (so a charge and its
+    PaymentIntent report it once), else after the object itself."""
     oid = need(obj, "id", "stripe object")
-    payment = (
-        text(obj.get("payment_intent")) if isinstance(obj.get("payment_intent"), str) else None
-    )
-    key = payment or oid
+    key = intent or oid
     cur = _cur(obj)
     return event(
         id=f"{SOURCE}:stripe:{key}:{fact}",
         source=SOURCE,
         type=kind,
         occurred_at=_at(obj, created),
-        order={**_order(obj, oid), "currency": cur},
+        order={**_order(obj, intent=intent, charge=charge, fallback=oid), "currency": cur},
         data={
             "amount": minor_units(amount, cur, "stripe amount"),
             "currency": cur,
@@ -167,12 +188,18 @@ def _payment_event(  # noqa: PLR0917 - the facts of one payment event
 
 def _charge(obj: Mapping[str, Any], event_type: str | None, created: object) -> Normalized:  # noqa: PLR0911 - one return per mapped case
     cid = need(obj, "id", "charge")
+    intent = _ident(obj.get("payment_intent"))
     refunds_obj = obj.get("refunds")
     refunds = refunds_obj.get("data") if isinstance(refunds_obj, Mapping) else None
     if event_type == "charge.refunded" or (event_type is None and refunds):
+        if refunds is None:
+            return skip(
+                f"charge {cid} lists no refunds (API versions from 2022-11-15 leave them out of "
+                "charge.refunded); the refund.created and refund.updated events carry the refund"
+            )
         events = [
             ev
-            for r in as_list(refunds or [], "charge.refunds.data")
+            for r in as_list(refunds, "charge.refunds.data")
             for ev in _refund({**as_map(r, "refund"), "_charge": obj}, None, None).events
         ]
         if not events:
@@ -180,27 +207,27 @@ def _charge(obj: Mapping[str, Any], event_type: str | None, created: object) -> 
         return Normalized(events=events)
     status = text(obj.get("status"))
     amount = obj.get("amount")
+    ids = {"intent": intent, "charge": cid}
     if event_type == "charge.expired":
         return Normalized(
             events=[
                 _payment_event(
-                    obj, "payment.voided", "voided", created, amount, "authorization expired"
+                    obj,
+                    "payment.voided",
+                    "voided",
+                    created,
+                    amount,
+                    "authorization expired",
+                    **ids,
                 )
             ]
         )
     if status == "failed" or event_type == "charge.failed":
         reason = clip(text(obj.get("failure_message")) or text(obj.get("failure_code")), 4000)
+        # the PaymentIntent's payment_failed names this same attempt <pi>:failed:<charge>
+        fact = f"failed:{cid}" if intent else "failed"
         return Normalized(
-            events=[
-                _payment_event(
-                    {**obj, "payment_intent": None},
-                    "payment.failed",
-                    "failed",
-                    created,
-                    amount,
-                    reason,
-                )
-            ]
+            events=[_payment_event(obj, "payment.failed", fact, created, amount, reason, **ids)]
         )
     if status == "succeeded" and obj.get("captured") is True:
         captured = (
@@ -209,13 +236,24 @@ def _charge(obj: Mapping[str, Any], event_type: str | None, created: object) -> 
             else amount
         )
         return Normalized(
-            events=[_payment_event(obj, "payment.captured", "captured", created, captured)]
+            events=[_payment_event(obj, "payment.captured", "captured", created, captured, **ids)]
         )
     if status == "succeeded":
         return Normalized(
-            events=[_payment_event(obj, "payment.authorized", "authorized", created, amount)]
+            events=[_payment_event(obj, "payment.authorized", "authorized", created, amount, **ids)]
         )
     return skip(f"charge {cid} is {status}; its outcome comes in a later event")
+
+
+def _latest_charge(intent: Mapping[str, Any]) -> str | None:
+    """The PaymentIntent's latest charge: ``latest_charge`` (API 2022-11-15 on), else the first
+    of its ``charges`` list (earlier versions; Stripe lists newest first)."""
+    latest = _ident(intent.get("latest_charge"))
+    charges = intent.get("charges")
+    listed = charges.get("data") if isinstance(charges, Mapping) else None
+    if latest is None and isinstance(listed, list) and listed:
+        latest = _ident(listed[0])
+    return latest
 
 
 def _payment_intent(obj: Mapping[str, Any], event_type: str | None, created: object) -> Normalized:
@@ -235,23 +273,25 @@ def _payment_intent(obj: Mapping[str, Any], event_type: str | None, created: obj
     state = by_event.get(event_type or "", status)
     if state == "requires_payment_method" and error is not None:
         state = "failed"
-    plain = {**obj, "payment_intent": pid}
+    ids = {"intent": pid, "charge": _latest_charge(obj)}
     if state == "succeeded":
         received = obj.get("amount_received") or obj.get("amount")
         return Normalized(
-            events=[_payment_event(plain, "payment.captured", "captured", created, received)]
+            events=[_payment_event(obj, "payment.captured", "captured", created, received, **ids)]
         )
     if state == "requires_capture":
         capturable = obj.get("amount_capturable") or obj.get("amount")
         return Normalized(
-            events=[_payment_event(plain, "payment.authorized", "authorized", created, capturable)]
+            events=[
+                _payment_event(obj, "payment.authorized", "authorized", created, capturable, **ids)
+            ]
         )
     if state == "canceled":
         reason = text(obj.get("cancellation_reason"))
         return Normalized(
             events=[
                 _payment_event(
-                    plain, "payment.voided", "voided", created, obj.get("amount"), reason
+                    obj, "payment.voided", "voided", created, obj.get("amount"), reason, **ids
                 )
             ]
         )
@@ -264,13 +304,16 @@ def _payment_intent(obj: Mapping[str, Any], event_type: str | None, created: obj
             or text(err.get("type")),
             4000,
         )
+        charge = _ident(err.get("charge")) or ids["charge"]
         ev = _payment_event(
-            plain,
+            obj,
             "payment.failed",
-            f"failed:{text(err.get('charge')) or text(obj.get('latest_charge')) or 'last'}",
+            f"failed:{charge or 'last'}",
             created,
             obj.get("amount"),
             reason,
+            intent=pid,
+            charge=charge,
         )
         return Normalized(events=[ev])
     return skip(
@@ -279,6 +322,9 @@ def _payment_intent(obj: Mapping[str, Any], event_type: str | None, created: obj
 
 
 def _refund(obj: Mapping[str, Any], _event_type: str | None, created: object) -> Normalized:
+    """A refund, from ``refund.created`` / ``refund.updated`` / ``charge.refund.updated`` or
+    from the ``refunds`` list of ``charge.refunded`` (then ``_charge`` holds the charge, whose
+    metadata and description name the order)."""
     rid = need(obj, "id", "refund")
     status = text(obj.get("status"))
     if status != "succeeded":
@@ -290,9 +336,9 @@ def _refund(obj: Mapping[str, Any], _event_type: str | None, created: object) ->
         **obj,
         "metadata": {**_metadata(parent), **_metadata(obj)},
         "description": parent.get("description"),
-        "payment_intent": obj.get("payment_intent") or parent.get("payment_intent"),
-        "charge": obj.get("charge") or parent.get("id"),
     }
+    intent = _ident(obj.get("payment_intent")) or _ident(parent.get("payment_intent"))
+    charge = _ident(obj.get("charge")) or _ident(parent.get("id"))
     return Normalized(
         events=[
             event(
@@ -300,7 +346,10 @@ def _refund(obj: Mapping[str, Any], _event_type: str | None, created: object) ->
                 source=SOURCE,
                 type="payment.refunded",
                 occurred_at=_at(obj, created),
-                order={**_order(source_obj, rid), "currency": cur},
+                order={
+                    **_order(source_obj, intent=intent, charge=charge, fallback=rid),
+                    "currency": cur,
+                },
                 data={
                     "amount": minor_units(obj.get("amount"), cur, "refund.amount"),
                     "currency": cur,
@@ -310,6 +359,17 @@ def _refund(obj: Mapping[str, Any], _event_type: str | None, created: object) ->
                 },
             )
         ]
+    )
+
+
+def _on_payment(obj: Mapping[str, Any], fallback: str) -> dict[str, Any]:
+    """The order of a dispute, an early fraud warning or a review: objects that name only the
+    payment (``payment_intent``, ``charge``), so the ref is mostly a stand-in."""
+    return _order(
+        obj,
+        intent=_ident(obj.get("payment_intent")),
+        charge=_ident(obj.get("charge")),
+        fallback=fallback,
     )
 
 
@@ -334,7 +394,7 @@ def _dispute(obj: Mapping[str, Any], event_type: str | None, created: object) ->
                 source=SOURCE,
                 type="dispute.opened",
                 occurred_at=_at(obj, created),
-                order={**_order(obj, did), "currency": cur},
+                order={**_on_payment(obj, did), "currency": cur},
                 data={
                     "amount": minor_units(obj.get("amount"), cur, "dispute.amount"),
                     "currency": cur,
@@ -359,7 +419,7 @@ def _fraud_warning(obj: Mapping[str, Any], _event_type: str | None, created: obj
                 source=SOURCE,
                 type="hold.placed",
                 occurred_at=_at(obj, created),
-                order=_order(obj, wid),
+                order=_on_payment(obj, wid),
                 data={
                     "hold_type": "fraud",
                     "reason": f"early fraud warning: {text(obj.get('fraud_type')) or 'unknown'}",
@@ -379,7 +439,7 @@ def _review(obj: Mapping[str, Any], event_type: str | None, created: object) -> 
                     source=SOURCE,
                     type="hold.placed",
                     occurred_at=_at(obj, created),
-                    order=_order(obj, vid),
+                    order=_on_payment(obj, vid),
                     data={
                         "hold_type": "fraud",
                         "reason": "Radar review opened "
@@ -396,7 +456,7 @@ def _review(obj: Mapping[str, Any], event_type: str | None, created: object) -> 
                     source=SOURCE,
                     type="hold.released",
                     occurred_at=_at(obj, created),
-                    order=_order(obj, vid),
+                    order=_on_payment(obj, vid),
                     data={"hold_type": "fraud", "reason": "Radar review approved"},
                 )
             ]
