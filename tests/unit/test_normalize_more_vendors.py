@@ -14,6 +14,7 @@ import pytest
 from recoverydesk.connectors.normalize import PROVIDERS, Normalized, normalize
 from recoverydesk.domain.errors import InvalidEvent
 from recoverydesk.services.canonical import parse_event
+from recoverydesk.services.intake import stand_in
 
 VENDORS = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "vendors"
 ROOT = Path(__file__).resolve().parents[2]
@@ -452,6 +453,20 @@ def test_amazon_status_change_notification_dedupes_with_the_read() -> None:
     # then both are the same cancellation
     assert cancelled["type"] == by_read["type"] == "order.cancelled"
     assert cancelled["id"] == by_read["id"] == "amazon:order-903-8868176-2219830-canceled"
+
+
+def test_amazon_tracking_milestone_stands_under_its_tracking_number() -> None:
+    # given a tracking milestone, which names only the parcel's tracking number
+    tracking = _load("amazon-spapi/notification-ShipmentTrackingMilestoneChangedNotification.json")
+    # when normalized
+    (delivered,) = _valid(normalize("amazon", tracking))
+    # then the ref is the number, and ids.tracking_number repeats it: only a stand-in, which
+    # intake moves to the order that shipped under that number
+    assert delivered["order"] == {
+        "ref": "AFTN987654321",
+        "ids": {"tracking_number": "AFTN987654321"},
+    }
+    assert stand_in(parse_event(delivered)) == ("tracking_number", "AFTN987654321")
 
 
 def test_amazon_notifications_that_are_no_order_fact() -> None:

@@ -105,6 +105,19 @@ class SqlCaseStore:
         ).first()
         return _case(row) if row else None
 
+    def move(self, merchant_id: int, moving: Sequence[Case], *, to_ref: str) -> None:
+        """Saved first: a case closed as a duplicate frees its open slot before it moves."""
+        if not moving:
+            return
+        self.save(merchant_id, [case for case in moving if case.dirty])
+        stmt = update(cases).where(
+            cases.c.merchant_id == merchant_id,
+            cases.c.id.in_(sorted(case.id for case in moving if case.id is not None)),
+        )
+        self._db.execute(stmt.values(order_ref=to_ref))
+        for case in moving:
+            case.order_ref = to_ref
+
     def timeline(self, merchant_id: int, case_id: int) -> list[dict[str, Any]]:
         query = (
             select(

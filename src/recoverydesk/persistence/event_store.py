@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select, update
 
 from recoverydesk.domain.events import CanonicalEvent
 from recoverydesk.persistence.database import upsert_insert
 from recoverydesk.persistence.tables import events
 from recoverydesk.services.canonical import event_to_dict, parse_event
-from recoverydesk.services.ports import IncomingEvent
+from recoverydesk.services.ports import IncomingEvent, OrderKey
 
 
 class SqlEventStore:
@@ -82,6 +82,38 @@ class SqlEventStore:
         for ref, payload in self._db.execute(query):
             found[ref].append(parse_event(payload))
         return found
+
+    def relink(
+        self, merchant_id: int, links: Mapping[OrderKey, str]
+    ) -> dict[str, list[CanonicalEvent]]:
+        """Only events that name the key as their stand-in move: an order that happens to be
+        called like a key keeps its own events."""
+        to_ref: dict[str, dict[str, str]] = defaultdict(dict)
+        for (kind, key), ref in links.items():
+            to_ref[key][kind] = ref
+        query = (
+            select(events.c.id, events.c.order_ref, events.c.payload)
+            .where(events.c.merchant_id == merchant_id, events.c.order_ref.in_(sorted(to_ref)))
+            .order_by(events.c.id)
+        )
+        moved: dict[str, list[CanonicalEvent]] = defaultdict(list)
+        rows = []
+        for row_id, stand_in, payload in self._db.execute(query):
+            ids = payload["order"].get("ids") or {}
+            owner = next((r for k, r in to_ref[stand_in].items() if ids.get(k) == stand_in), None)
+            if owner is None:
+                continue
+            body = {**payload, "order": {**payload["order"], "ref": owner}}
+            rows.append({"row_id": row_id, "order_ref": owner, "payload": body})
+            moved[stand_in].append(parse_event(body))
+        if rows:
+            stmt = (
+                update(events)
+                .where(events.c.id == bindparam("row_id"))
+                .values(order_ref=bindparam("order_ref"), payload=bindparam("payload"))
+            )
+            self._db.execute(stmt, rows)
+        return dict(moved)
 
     def raw_for_order(self, merchant_id: int, ref: str) -> list[dict[str, object]]:
         query = (

@@ -6,11 +6,12 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, select, update
 
 from recoverydesk.domain.orders import FulfillmentStatus, OrderView
 from recoverydesk.persistence.database import upsert_insert
-from recoverydesk.persistence.tables import orders, tracking_numbers
+from recoverydesk.persistence.tables import order_keys, orders
+from recoverydesk.services.ports import OrderKey, linkable_keys
 from recoverydesk.services.views import order_from_dict, order_to_dict
 
 
@@ -21,7 +22,7 @@ class SqlOrderStore:
     def _select(self, merchant_id: int, refs: list[str], *, lock: bool) -> dict[str, OrderView]:
         query = (
             select(orders.c.ref, orders.c.snapshot)
-            .where(orders.c.merchant_id == merchant_id, orders.c.ref.in_(refs))
+            .where(orders.c.merchant_id == merchant_id, orders.c.ref.in_(sorted(refs)))
             .order_by(orders.c.ref)
         )
         if lock:
@@ -52,9 +53,11 @@ class SqlOrderStore:
                 found.update(self._select(merchant_id, raced, lock=True))
         return found
 
-    def save(self, merchant_id: int, views: Sequence[OrderView], *, at: datetime) -> None:
+    def save(
+        self, merchant_id: int, views: Sequence[OrderView], *, at: datetime
+    ) -> dict[OrderKey, str]:
         if not views:
-            return
+            return {}
         stmt = (
             update(orders)
             .where(
@@ -68,29 +71,50 @@ class SqlOrderStore:
             row["m_id"], row["m_ref"] = row.pop("merchant_id"), row.pop("ref")
             rows.append(row)
         self._db.execute(stmt, rows)
-        self._record_tracking(merchant_id, views)
+        return self._record_keys(merchant_id, views)
 
-    def _record_tracking(self, merchant_id: int, views: Sequence[OrderView]) -> None:
-        """Each tracking number under its order, unless an order has it already. An order named
-        after its own tracking number (carrier events that found no order) is no order's."""
-        pairs = sorted((code, view.ref) for view in views for code in view.tracking)
-        rows = [
-            {"merchant_id": merchant_id, "tracking": code, "order_ref": ref}
-            for code, ref in pairs
-            if code != ref
-        ]
-        if rows:
-            stmt = upsert_insert(self._db, tracking_numbers).on_conflict_do_nothing(
-                index_elements=["merchant_id", "tracking"]
-            )
-            self._db.execute(stmt, rows)
-
-    def by_tracking(self, merchant_id: int, codes: Collection[str]) -> dict[str, str]:
-        query = select(tracking_numbers.c.tracking, tracking_numbers.c.order_ref).where(
-            tracking_numbers.c.merchant_id == merchant_id,
-            tracking_numbers.c.tracking.in_(sorted(codes)),
+    def _record_keys(self, merchant_id: int, views: Sequence[OrderView]) -> dict[OrderKey, str]:
+        """Each order's linkable keys under it, unless an order has them already (the first of
+        ``views`` in ref order, when two have the same new key); returns those recorded now."""
+        wanted: dict[OrderKey, str] = {}
+        for view in sorted(views, key=lambda v: v.ref):
+            for pair in sorted(linkable_keys(view)):
+                wanted.setdefault(pair, view.ref)
+        if not wanted:
+            return {}
+        stmt = (
+            upsert_insert(self._db, order_keys)
+            .on_conflict_do_nothing(index_elements=["merchant_id", "kind", "key"])
+            .returning(order_keys.c.kind, order_keys.c.key)
         )
-        return {row.tracking: row.order_ref for row in self._db.execute(query)}
+        rows = [
+            {"merchant_id": merchant_id, "kind": kind, "key": key, "order_ref": ref}
+            for (kind, key), ref in sorted(wanted.items())
+        ]
+        return {(kind, key): wanted[kind, key] for kind, key in self._db.execute(stmt, rows)}
+
+    def by_keys(self, merchant_id: int, pairs: Collection[OrderKey]) -> dict[OrderKey, str]:
+        if not pairs:
+            return {}
+        query = select(order_keys.c.kind, order_keys.c.key, order_keys.c.order_ref).where(
+            order_keys.c.merchant_id == merchant_id,
+            order_keys.c.kind.in_(sorted({kind for kind, _ in pairs})),
+            order_keys.c.key.in_(sorted({key for _, key in pairs})),
+        )
+        wanted = set(pairs)
+        return {
+            (row.kind, row.key): row.order_ref
+            for row in self._db.execute(query)
+            if (row.kind, row.key) in wanted
+        }
+
+    def remove(self, merchant_id: int, refs: Collection[str]) -> None:
+        if refs:
+            self._db.execute(
+                delete(orders).where(
+                    orders.c.merchant_id == merchant_id, orders.c.ref.in_(sorted(refs))
+                )
+            )
 
     def get(self, merchant_id: int, ref: str) -> OrderView | None:
         return self._select(merchant_id, [ref], lock=False).get(ref)

@@ -117,14 +117,16 @@ orders = Table(
     Index("ix_orders_placed", "merchant_id", "placed_at"),
 )
 
-# The tracking numbers the orders shipped under (``OrderView.tracking``), recorded when an order
-# is saved, so that a carrier event knowing only a parcel's number reaches its order
-# (``services.intake``). The first order saved with a number keeps it.
-tracking_numbers = Table(
-    "tracking_numbers",
+# The keys in outside systems that name an order (``services.ports.LINK_KEYS``: its parcels'
+# tracking numbers, its payment intent ...), recorded when an order is saved, so that an event
+# knowing only such a key reaches its order (``services.intake``). The first order saved with a
+# key keeps it; a stand-in order (named after its own key) records none.
+order_keys = Table(
+    "order_keys",
     metadata,
     Column("merchant_id", ForeignKey("merchants.id"), primary_key=True),
-    Column("tracking", String(200), primary_key=True),
+    Column("kind", String(40), primary_key=True),
+    Column("key", String(200), primary_key=True),
     Column("order_ref", String(200), nullable=False),
 )
 

@@ -58,6 +58,29 @@ class Merchant:
     config_version: int
 
 
+# The order's ids in outside systems that name one order, and by which an event that knows no
+# order reference reaches its order: ``(kind, key)``, the kind being the ``order.ids`` name (a
+# parcel's tracking number also comes from a fulfilment event's ``data.tracking``). An event whose
+# ``order.ref`` equals ``order.ids[kind]`` for one of these kinds knows only that id: its ref is a
+# stand-in, which intake replaces by the order that knows the key (``OrderStore.by_keys``).
+TRACKING_NUMBER = "tracking_number"
+LINK_KEYS = frozenset(
+    {TRACKING_NUMBER, "stripe_payment_intent", "stripe_charge", "adyen_psp_reference"}
+)
+OrderKey = tuple[str, str]  # (kind, key)
+
+
+def linkable_keys(order: OrderView) -> set[OrderKey]:
+    """The linkable keys an order knows: its tracking numbers and its ids of ``LINK_KEYS``;
+    none for an order whose ref is itself one of them (a stand-in's events, which no order
+    claimed yet)."""
+    keys = {(TRACKING_NUMBER, code) for code in order.tracking}
+    keys |= {(kind, key) for kind, key in order.system_ids.items() if kind in LINK_KEYS}
+    if any(key == order.ref for _, key in keys):
+        return set()
+    return {(kind, key) for kind, key in keys if key}
+
+
 class EventStore(Protocol):
     def add_new(
         self, merchant_id: int, events: Sequence[IncomingEvent], *, received_at: datetime
@@ -67,19 +90,33 @@ class EventStore(Protocol):
     def history(self, merchant_id: int, refs: Collection[str]) -> dict[str, list[CanonicalEvent]]:
         """Every stored event of these orders."""
 
+    def relink(
+        self, merchant_id: int, links: Mapping[OrderKey, str]
+    ) -> dict[str, list[CanonicalEvent]]:
+        """Move the events stored under a stand-in ref to the order that now knows the key:
+        for each ``(kind, key) -> ref``, every event stored under order ref ``key`` whose
+        ``order.ids[kind]`` is ``key`` (its ``order_ref`` and its payload's ``order.ref``).
+        Returns the moved events, as they read now, by the stand-in ref they left."""
+
 
 class OrderStore(Protocol):
     def lock(self, merchant_id: int, refs: Collection[str]) -> dict[str, OrderView]:
         """Create missing orders, lock them for this unit of work, return their snapshots."""
 
-    def save(self, merchant_id: int, orders: Sequence[OrderView], *, at: datetime) -> None: ...
+    def save(
+        self, merchant_id: int, orders: Sequence[OrderView], *, at: datetime
+    ) -> dict[OrderKey, str]:
+        """Write the snapshots and record each order's ``linkable_keys`` (the first order saved
+        with a key keeps it); return the keys recorded now for the first time, with their
+        order's ref."""
 
     def get(self, merchant_id: int, ref: str) -> OrderView | None: ...
 
-    def by_tracking(self, merchant_id: int, codes: Collection[str]) -> dict[str, str]:
-        """The order (ref) that shipped under each of these tracking numbers the desk knows;
-        saving an order records its tracking numbers, and the first order saved with a number
-        keeps it."""
+    def by_keys(self, merchant_id: int, pairs: Collection[OrderKey]) -> dict[OrderKey, str]:
+        """The order (ref) that each of these keys the desk knows belongs to."""
+
+    def remove(self, merchant_id: int, refs: Collection[str]) -> None:
+        """Delete these (locked) orders' rows: stand-ins whose events moved to their order."""
 
 
 class CaseStore(Protocol):
@@ -91,6 +128,10 @@ class CaseStore(Protocol):
         """Insert new cases (assigning ids), update changed ones, write pending timeline rows."""
 
     def get(self, merchant_id: int, case_id: int) -> Case | None: ...
+
+    def move(self, merchant_id: int, cases: Sequence[Case], *, to_ref: str) -> None:
+        """These cases now belong to order ``to_ref`` (a stand-in's cases moving to the order
+        its events moved to); their changes and pending timeline rows are saved first."""
 
     def lock(self, merchant_id: int, case_id: int) -> Case | None: ...
 

@@ -13,7 +13,9 @@ Order reference: the Amazon order id (``AmazonOrderId`` / ``orderId``, ``902-315
 Multi-Channel Fulfillment notifications name the seller's own order
 (``SellerFulfillmentOrderId``), which is then the reference (``fulfillment_type`` ``3pl``:
 Amazon ships an order of another channel). A tracking milestone names only the Amazon
-fulfillment tracking number (``aftn``), which then stands in as the reference.
+fulfillment tracking number (``aftn``), which then stands in as the reference:
+``order.ids.tracking_number`` (``services.intake.TRACKING_NUMBER``) repeats it, and intake moves
+the event to the order that shipped under that number.
 ``fulfillment_type`` is ``marketplace`` for Amazon-fulfilled (AFN / FBA) orders.
 
 Event ids name the order and the fact, not the payload, so a read and a notification of the
@@ -44,6 +46,7 @@ from recoverydesk.connectors.normalize._common import (
     text,
 )
 from recoverydesk.domain.errors import InvalidEvent
+from recoverydesk.services.intake import TRACKING_NUMBER
 
 SOURCE = "amazon"
 _STATUS_EVENTS = {  # order status (lower case, no separators) -> canonical type
@@ -538,7 +541,7 @@ def _tracking(body: Mapping[str, Any], at: str) -> Normalized:
                 source=SOURCE,
                 type=kind,
                 occurred_at=aware(latest.get("occurredAt")) or at,
-                order={"ref": number[:200], "ids": {"tracking": number[:200]}},
+                order={"ref": number[:200], "ids": {TRACKING_NUMBER: number[:200]}},
                 data={
                     "kind": exception,
                     "tracking": number[:200],
