@@ -143,10 +143,19 @@ def test_a_declined_payment_opens_a_payment_case_and_paying_closes_it(
     stripe.fail_payment(
         intent["id"], decline_code="insufficient_funds", message="Your card has insufficient funds."
     )
-    # then nothing is sent until the outbox is pumped; then the desk opens a payment case
-    assert [o.topic for o in _outbox(stripe).waiting] == ["payment_intent.payment_failed"]
+    # then nothing is sent until the outbox is pumped; then the desk stores the decline once
+    # (Stripe reports it on the charge and on the PaymentIntent) and opens a payment case
+    assert [o.topic for o in _outbox(stripe).waiting] == [
+        "charge.failed",
+        "payment_intent.payment_failed",
+    ]
     assert _stored(live) == 0
-    assert _sent(stripe.deliver_due()) == [("payment_intent.payment_failed", 200)]
+    assert _sent(stripe.deliver_due()) == [
+        ("charge.failed", 200),
+        ("payment_intent.payment_failed", 200),
+    ]
+    assert _stored(live, f"psp:stripe:{intent['id']}:failed:{_latest_charge(stripe, intent)}") == 1
+    assert _stored(live) == 1
     [case] = _cases(api, order="1001")
     assert (case["category"], case["closed_at"]) == ("payment_failed", None)
     payment = _order(api, "1001")["payment"]
@@ -182,15 +191,12 @@ def test_a_dispute_opens_a_chargeback_case(
     assert case["data"]["due_by"].startswith(_due_date(dispute))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stripe gives a dispute no metadata of its own (the order_ref is on the charge and "
-    "the PaymentIntent only); the normalizer falls back to the PaymentIntent id as the order ref "
-    "and the desk has no map from payment ids to orders",
-)
 def test_a_dispute_on_an_orders_payment_lands_on_that_order(
     live: LiveDesk, api: httpx.Client, stripe_account: RunningEmulator
 ) -> None:
+    # Stripe gives a dispute no metadata of its own (the order_ref is on the charge and the
+    # PaymentIntent only): the dispute stands in under its PaymentIntent id, which the order
+    # learned from the payment's webhooks, and intake moves it to the order
     stripe = stripe_account.emulator
     intent = _paid(stripe, "2003")
     stripe.open_dispute(intent["id"])
@@ -223,6 +229,37 @@ def test_a_refund_made_at_stripe_shows_in_the_order_360(
     assert (order["payment"]["captured"], order["payment"]["refunded"]) == ("50.00", "12.00")
     balance = order["ledger"]["balance"]
     assert balance["refunds_elsewhere"] == [{"refund_id": refund_id, "amount": "12.00"}]
+
+
+def test_a_refund_on_a_recent_api_version_is_reported_by_the_refund_event(
+    live: LiveDesk, api: httpx.Client, vendor_clock: SimulatedClock
+) -> None:
+    # given an account whose events are rendered in an API version from 2022-11-15 on
+    outbox = WebhookOutbox("stripe", clock=vendor_clock.now)
+    outbox.aim(live.base_url, MERCHANT, STRIPE_SECRET)
+    with running_stripe_emulator(
+        outbox=outbox, clock=vendor_clock.now, api_version="2024-06-20"
+    ) as account:
+        stripe = account.emulator
+        intent = _paid(stripe, "3004", 5000)
+        # when someone refunds 12.00 at Stripe
+        with httpx.Client(base_url=account.base_url, timeout=10) as http:
+            answer = http.post(
+                "/v1/refunds",
+                data={"payment_intent": intent["id"], "amount": "1200"},
+                headers={"Authorization": f"Bearer {TEST_KEY}"},
+            )
+        assert answer.status_code == 200, answer.text
+        refund_id = answer.json()["id"]
+        # then charge.refunded (no refunds list any more) is taken as no fact, and the refund
+        # comes from refund.created, stored once, naming the payment it refunds
+        assert _sent(stripe.deliver_due()) == [("charge.refunded", 200), ("refund.created", 200)]
+        [charge_event, _] = stripe.events()[-2:]
+        assert "refunds" not in charge_event["data"]["object"]
+        assert _stored(live, f"psp:stripe:{refund_id}") == 1
+        # and, standing in under its PaymentIntent, it reaches the order that payment paid
+        order = _order(api, "3004")
+        assert (order["payment"]["captured"], order["payment"]["refunded"]) == ("50.00", "12.00")
 
 
 def test_capture_cancel_and_an_early_fraud_warning_reach_the_desk(
@@ -329,24 +366,28 @@ def test_refused_deliveries_are_retried_with_the_same_id_and_stored_once(
     stripe.fail_payment(intent["id"])
     ticket = zendesk.open_ticket("Cancel order 6006", "Please cancel.")
     ids = [o.delivery_id for o in stripe_box.waiting + zendesk_box.waiting]
+    assert [o.topic for o in stripe_box.waiting] == [
+        "charge.failed",
+        "payment_intent.payment_failed",
+    ]
     # when they are pumped with no desk, then with the wrong secrets
-    for emulator in (stripe, zendesk):
-        [failed] = emulator.deliver_due()
-        assert (failed.status_code, failed.error) == (None, "no desk configured")
+    failed = stripe.deliver_due() + zendesk.deliver_due()
+    assert [(r.status_code, r.error) for r in failed] == [(None, "no desk configured")] * 3
     stripe_box.aim(live.base_url, MERCHANT, "whsec_wrong")
     zendesk_box.aim(live.base_url, MERCHANT, "zd_wrong")
-    assert [r.status_code for r in stripe.deliver_due() + zendesk.deliver_due()] == [401, 401]
+    assert [r.status_code for r in stripe.deliver_due() + zendesk.deliver_due()] == [401] * 3
     assert _stored(live) == 0
     # then they wait, with the same ids, and go through once the desk is reachable with the
     # right secrets; nothing is left to send after that
     assert [o.delivery_id for o in stripe_box.waiting + zendesk_box.waiting] == ids
     stripe_box.aim(live.base_url, MERCHANT, STRIPE_SECRET)
     zendesk_box.aim(live.base_url, MERCHANT, ZENDESK_SECRET)
-    assert [r.status_code for r in stripe.deliver_due() + zendesk.deliver_due()] == [200, 200]
+    assert [r.status_code for r in stripe.deliver_due() + zendesk.deliver_due()] == [200] * 3
     assert stripe.deliver_due() + zendesk.deliver_due() == []
     assert [(o.delivery_id, o.attempts) for o in stripe_box.sent + zendesk_box.sent] == [
         (ids[0], 3),
         (ids[1], 3),
+        (ids[2], 3),
     ]
     assert _stored(live, f"psp:stripe:{intent['id']}:failed:{_latest_charge(stripe, intent)}") == 1
     assert _stored(live, f"helpdesk:zendesk:ticket-{ticket}") == 1

@@ -557,3 +557,152 @@ def test_a_desk_cancels_a_captured_order_with_one_stripe_refund(
     finally:
         desk.close()
         payments.close()
+
+
+# -- dispute evidence ---------------------------------------------------------------------------
+
+_EVIDENCE = {
+    "customer_name": "Ada Lovelace",
+    "customer_email_address": "ada@example.com",
+    "shipping_carrier": "UPS",
+    "shipping_tracking_number": "1Z999AA10123456784",
+    "uncategorized_text": "Delivered and signed for.",
+}
+
+
+def test_dispute_evidence_is_staged_without_submitting(
+    stripe_api: RunningEmulator, connector: StripePayments
+) -> None:
+    emulator = stripe_api.emulator
+    intent = emulator.create_payment_intent(15000)["id"]
+    dispute = emulator.open_dispute(intent, reason="product_not_received")["id"]
+    key = "rd:1:dispute-3:evidence:1"
+    staged = _command(
+        stripe_api.base_url, "dispute_evidence", key, payment_intent=intent, evidence=_EVIDENCE
+    )
+    answer = connector.send(staged)
+    assert answer.accepted is True, answer.message
+    assert answer.reference == dispute
+    assert answer.facts["status"] == "needs_response"
+    assert answer.facts["submitted"] is False
+    stored = emulator.dispute(dispute)
+    assert stored["status"] == "needs_response"
+    assert stored["evidence"] == _EVIDENCE
+    assert stored["evidence_details"]["has_evidence"] is True
+    assert stored["evidence_details"]["submission_count"] == 0
+    assert stored["metadata"] == {"intent": key, "order_ref": "1001"}
+    assert ("POST", f"/v1/disputes/{dispute}", key) in emulator.requests
+    updates = [e for e in emulator.events() if e["type"] == "charge.dispute.updated"]
+    assert len(updates) == 1
+
+    # the same command again is Stripe's replay: the same answer, not a second update
+    again = connector.send(staged)
+    assert (again.accepted, again.reference) == (True, dispute)
+    assert len([e for e in emulator.events() if e["type"] == "charge.dispute.updated"]) == 1
+    assert emulator.dispute(dispute) == stored
+
+
+def test_dispute_evidence_is_submitted_once_then_refused(
+    stripe_api: RunningEmulator, connector: StripePayments
+) -> None:
+    emulator = stripe_api.emulator
+    intent = emulator.create_payment_intent(15000)["id"]
+    dispute = emulator.open_dispute(intent)["id"]
+    base = stripe_api.base_url
+    staged = connector.send(
+        _command(base, "dispute_evidence", "rd:e:1", dispute=dispute, evidence=_EVIDENCE)
+    )
+    assert staged.accepted is True, staged.message
+    submitted = connector.send(
+        _command(
+            base,
+            "dispute_evidence",
+            "rd:e:2",
+            dispute=dispute,
+            evidence={"product_description": "A blue teapot."},
+            submit=True,
+        )
+    )
+    assert submitted.accepted is True, submitted.message
+    assert submitted.facts["status"] == "under_review"
+    stored = emulator.dispute(dispute)
+    assert stored["status"] == "under_review"
+    assert stored["evidence"] == {**_EVIDENCE, "product_description": "A blue teapot."}
+    assert stored["evidence_details"]["submission_count"] == 1
+
+    late = connector.send(
+        _command(
+            base,
+            "dispute_evidence",
+            "rd:e:3",
+            dispute=dispute,
+            evidence={"uncategorized_text": "One more thing."},
+        )
+    )
+    assert late.accepted is False
+    assert late.message is not None
+    assert late.message.startswith("Stripe refused dispute_evidence: ")
+    assert "already been submitted" in late.message
+    assert late.facts["http_status"] == 400
+    assert late.facts["stripe_error"] == "InvalidRequestError"
+    assert emulator.dispute(dispute) == stored
+
+
+def test_dispute_evidence_past_its_deadline_is_refused(
+    connector: StripePayments,
+) -> None:
+    now = [datetime(2024, 5, 1, 12, tzinfo=UTC)]
+    with running_stripe_emulator(clock=lambda: now[0]) as running:
+        emulator = running.emulator
+        intent = emulator.create_payment_intent(15000)["id"]
+        dispute = emulator.open_dispute(intent, due_in_days=2)["id"]
+        now[0] += timedelta(days=3)
+        answer = connector.send(
+            _command(
+                running.base_url,
+                "dispute_evidence",
+                "rd:e:late",
+                payment_intent=intent,
+                evidence=_EVIDENCE,
+            )
+        )
+        assert answer.accepted is False
+        assert answer.facts["http_status"] == 400
+        assert answer.message is not None
+        assert "deadline" in answer.message
+        assert emulator.dispute(dispute)["evidence"] == {}
+
+
+def test_unknown_evidence_fields_are_refused_before_calling_stripe(
+    stripe_api: RunningEmulator, connector: StripePayments
+) -> None:
+    emulator = stripe_api.emulator
+    intent = emulator.create_payment_intent(15000)["id"]
+    dispute = emulator.open_dispute(intent)["id"]
+    base = stripe_api.base_url
+    cases = {
+        "unknown or unsupported Stripe evidence fields: favourite_colour": {
+            "customer_name": "Ada",
+            "favourite_colour": "blue",
+        },
+        # a file field takes an uploaded file's id: the desk does not send those
+        "unknown or unsupported Stripe evidence fields: customer_communication": {
+            "customer_communication": "file_123",
+        },
+        "dispute evidence without evidence": {},
+    }
+    for expected, evidence in cases.items():
+        answer = connector.send(
+            _command(base, "dispute_evidence", "rd:e:x", dispute=dispute, evidence=evidence)
+        )
+        assert answer.accepted is False
+        assert answer.message is not None
+        assert expected in answer.message, answer.message
+    not_bool = connector.send(
+        _command(
+            base, "dispute_evidence", "rd:e:y", dispute=dispute, evidence=_EVIDENCE, submit="yes"
+        )
+    )
+    assert not_bool.accepted is False
+    assert emulator.requests == []
+    assert emulator.dispute(dispute)["evidence"] == {}

@@ -14,6 +14,13 @@ else its charge ``stripe_charge`` for refunds):
   releasing all of it is refused (that is a void).
 * ``refund_lookup`` (``intent`` = an earlier refund's key): the payment's refunds are listed and
   the one whose metadata carries the intent is the answer (Stripe cannot search refunds).
+* ``dispute_evidence`` (``evidence``: Stripe's evidence field names -> text, ``submit``: False
+  unless given, ``dispute``: the dispute's id, else the payment's newest dispute): Stripe's
+  Update Dispute under the desk's key, with ``metadata[intent]`` / ``metadata[order_ref]``;
+  ``submit=false`` only stages the evidence (the dispute stays open for more), ``submit=true``
+  sends it to the card network (once: Stripe refuses updates after that). Field names outside
+  ``EVIDENCE_TEXT_FIELDS`` (unknown ones, and the file fields, which take uploaded file ids) are
+  refused before calling Stripe.
 
 At the boundary every SDK error becomes either a refusal (``OutsideAnswer(accepted=False)``, with
 Stripe's message and code) or ``OutsideUnavailable`` (retried later): ``ERROR_VERDICTS`` maps
@@ -29,7 +36,12 @@ from typing import Any, Literal
 
 import stripe
 from stripe import oauth_error
-from stripe.params import RefundCreateParams, RefundListParams
+from stripe.params import (
+    DisputeListParams,
+    DisputeUpdateParams,
+    RefundCreateParams,
+    RefundListParams,
+)
 
 from recoverydesk.connectors.normalize._common import minor_units
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
@@ -81,6 +93,31 @@ ERROR_VERDICTS: dict[type[stripe.StripeError], Verdict] = {
     oauth_error.UnsupportedGrantTypeError: REFUSE,
     oauth_error.UnsupportedResponseTypeError: REFUSE,
 }
+
+# The evidence fields of Stripe's Update Dispute that take text (the file fields, e.g.
+# ``customer_communication`` or ``receipt``, take uploaded file ids and are not sent by the desk).
+EVIDENCE_TEXT_FIELDS = frozenset(
+    {
+        "access_activity_log",
+        "billing_address",
+        "cancellation_policy_disclosure",
+        "cancellation_rebuttal",
+        "customer_email_address",
+        "customer_name",
+        "customer_purchase_ip",
+        "duplicate_charge_explanation",
+        "duplicate_charge_id",
+        "product_description",
+        "refund_policy_disclosure",
+        "refund_refusal_explanation",
+        "service_date",
+        "shipping_address",
+        "shipping_carrier",
+        "shipping_date",
+        "shipping_tracking_number",
+        "uncategorized_text",
+    }
+)
 
 _PAGES = 20  # a lookup reads at most 20 pages of 100 refunds of one payment
 
@@ -355,9 +392,77 @@ def _refund_lookup(client: stripe.StripeClient, command: OutsideCommand) -> Outs
     return OutsideAnswer(accepted=False, message=f"Stripe has no refund made under intent {intent}")
 
 
+def _evidence(params: Mapping[str, Any]) -> dict[str, str]:
+    evidence = params.get("evidence")
+    if not isinstance(evidence, Mapping) or not evidence:
+        raise _Refused("dispute evidence without evidence (params.evidence: field name -> text)")
+    unknown = sorted(str(name) for name in evidence if name not in EVIDENCE_TEXT_FIELDS)
+    if unknown:
+        raise _Refused(
+            f"unknown or unsupported Stripe evidence fields: {', '.join(unknown)} "
+            f"(text fields: {', '.join(sorted(EVIDENCE_TEXT_FIELDS))})",
+            unknown_fields=unknown,
+        )
+    not_text = sorted(str(name) for name, value in evidence.items() if not isinstance(value, str))
+    if not_text:
+        raise _Refused(f"dispute evidence fields that are not text: {', '.join(not_text)}")
+    return {str(name): value for name, value in evidence.items()}
+
+
+def _dispute_id(client: stripe.StripeClient, command: OutsideCommand) -> str:
+    given = command.params.get("dispute")
+    if given:
+        return str(given)
+    params: DisputeListParams = {"limit": 100}
+    if command.order_ids.get("stripe_payment_intent"):
+        params["payment_intent"] = command.order_ids["stripe_payment_intent"]
+    elif command.order_ids.get("stripe_charge"):
+        params["charge"] = command.order_ids["stripe_charge"]
+    else:
+        raise _Refused(
+            f"order {command.order_ref} has no Stripe dispute id (params.dispute) nor payment id "
+            "to find it (order ids: stripe_payment_intent or stripe_charge)"
+        )
+    disputes = client.v1.disputes.list(params).data
+    if not disputes:
+        raise _Refused(f"Stripe has no dispute on the payment of order {command.order_ref}")
+    return max(disputes, key=lambda d: d.created).id
+
+
+def _dispute_evidence(client: stripe.StripeClient, command: OutsideCommand) -> OutsideAnswer:
+    evidence = _evidence(command.params)
+    submit = command.params.get("submit", False)
+    if not isinstance(submit, bool):
+        raise _Refused(f"submit must be true or false, not {submit!r}")
+    metadata = {"intent": command.key}
+    if command.order_ref:
+        metadata["order_ref"] = command.order_ref
+    params: DisputeUpdateParams = {
+        "evidence": evidence,  # type: ignore[typeddict-item]
+        "metadata": metadata,
+        "submit": submit,
+    }
+    dispute = client.v1.disputes.update(
+        _dispute_id(client, command), params, {"idempotency_key": command.key}
+    )
+    details = dispute.evidence_details
+    return OutsideAnswer(
+        accepted=True,
+        reference=dispute.id,
+        facts={
+            "status": dispute.status,
+            "submitted": submit,
+            "has_evidence": details.has_evidence,
+            "submission_count": details.submission_count,
+            "due_by": details.due_by,
+        },
+    )
+
+
 _ACTIONS: dict[str, Callable[[stripe.StripeClient, OutsideCommand], OutsideAnswer]] = {
     "void": _void,
     "refund": _refund,
     "reduce_authorization": _reduce_authorization,
     "refund_lookup": _refund_lookup,
+    "dispute_evidence": _dispute_evidence,
 }

@@ -15,6 +15,12 @@ status codes (400 invalid request, 401 bad key, 404 unknown object, 429, 5xx):
   list (newest first, ``payment_intent`` / ``charge`` filters, ``limit`` / ``starting_after``
   paging). Stripe has no search for refunds: a refund is found by its metadata by listing the
   payment's refunds.
+* Disputes (made by ``open_dispute``): retrieve, list (newest first, ``payment_intent`` /
+  ``charge`` filters), update (``evidence[...]`` text fields merged into ``evidence``,
+  ``metadata``, ``submit``): any evidence sets ``evidence_details.has_evidence``; only
+  ``submit=true`` counts a submission and moves the dispute to ``under_review``
+  (``warning_under_review`` for an inquiry). Stripe's 400s: an unknown evidence field, a
+  dispute already submitted or closed, a dispute past ``evidence_details.due_by``.
 * ``Idempotency-Key`` on POSTs: the same key with the same parameters replays the first
   (successful) answer, header ``Idempotent-Replayed: true``; the same key with other parameters
   is Stripe's 400 ``idempotency_error``.
@@ -40,14 +46,16 @@ unless set, an early fraud warning has none.
   ``payment_intent.succeeded`` (automatic capture) or ``payment_intent.amount_capturable_updated``
   (manual capture);
 * ``fail_payment`` (a declined attempt on an unconfirmed PaymentIntent, ``confirm=False``):
-  ``payment_intent.payment_failed`` with ``last_payment_error``; ``confirm_payment`` then pays it
-  (the events of a confirmed PaymentIntent). Stripe's ``charge.failed`` for the same decline is
-  not sent: the desk would count it as a second failure (its canonical id differs);
+  ``charge.failed`` (the failed charge) and ``payment_intent.payment_failed`` with
+  ``last_payment_error``, both for the one decline; ``confirm_payment`` then pays it (the events
+  of a confirmed PaymentIntent);
 * cancel: ``payment_intent.canceled``; capture: ``charge.captured`` and
   ``payment_intent.succeeded``;
-* a refund: ``charge.refunded`` (the charge with ``amount_refunded`` and its ``refunds`` list, as
-  accounts on API versions before 2022-11-15 receive it) and ``refund.created``;
-* ``open_dispute``: ``charge.dispute.created`` (``evidence_details.due_by``);
+* a refund: ``charge.refunded`` (the charge with ``amount_refunded``, and its ``refunds`` list
+  when the account's ``api_version`` is before 2022-11-15, as ``API_VERSION`` is by default;
+  later versions leave the list out) and ``refund.created``;
+* ``open_dispute``: ``charge.dispute.created`` (``evidence_details.due_by``); an update:
+  ``charge.dispute.updated`` (with ``previous_attributes``);
 * ``early_fraud_warning``: ``radar.early_fraud_warning.created``.
 """
 
@@ -76,6 +84,8 @@ from recoverydesk.sandbox.webhook_outbox import DeliveryResult, WebhookOutbox
 
 TEST_KEY = "sk_test_x"
 API_VERSION = "2022-08-01"  # the version the emulated account's events are rendered in
+# From this version on, a charge no longer embeds its ``refunds`` list.
+_CHARGE_REFUNDS_DROPPED = "2022-11-15"
 WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 _UNCONFIRMED = frozenset(
     {"requires_payment_method", "requires_confirmation", "requires_action", "processing"}
@@ -195,9 +205,11 @@ class StripeEmulator:
         *,
         outbox: WebhookOutbox | None = None,
         clock: Callable[[], datetime] = _wall_clock,
+        api_version: str = API_VERSION,
     ) -> None:
         self.api_key = api_key
         self.outbox = outbox
+        self.api_version = api_version
         self._clock = clock
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -244,8 +256,8 @@ class StripeEmulator:
         message: str = "Your card was declined.",
     ) -> dict[str, Any]:
         """The customer's payment attempt on an unconfirmed PaymentIntent is declined: a failed
-        charge, ``last_payment_error``, status ``requires_payment_method`` and the webhook
-        ``payment_intent.payment_failed``."""
+        charge, ``last_payment_error``, status ``requires_payment_method`` and the webhooks
+        ``charge.failed`` and ``payment_intent.payment_failed``."""
         with self._lock:
             intent = self._waiting_intent(intent_id)
             charge = self._new_charge(intent, status="failed")
@@ -265,6 +277,7 @@ class StripeEmulator:
                 last_payment_error=error,
                 amount_capturable=0,
             )
+            self._emit("charge.failed", charge)
             self._emit("payment_intent.payment_failed", intent)
             return copy.deepcopy(intent)
 
@@ -352,6 +365,10 @@ class StripeEmulator:
             self._emit("radar.early_fraud_warning.created", warning)
             return copy.deepcopy(warning)
 
+    def dispute(self, dispute_id: str) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._disputes[dispute_id])
+
     def events(self) -> list[dict[str, Any]]:
         """Every Event object the account made (sent or not), oldest first."""
         with self._lock:
@@ -400,6 +417,9 @@ class StripeEmulator:
             Route("/v1/refunds", self._endpoint(self._create_refund), methods=["POST"]),
             Route("/v1/refunds", self._endpoint(self._list_refunds), methods=["GET"]),
             Route("/v1/refunds/{id}", self._endpoint(self._retrieve_refund), methods=["GET"]),
+            Route("/v1/disputes", self._endpoint(self._list_disputes), methods=["GET"]),
+            Route("/v1/disputes/{id}", self._endpoint(self._retrieve_dispute), methods=["GET"]),
+            Route("/v1/disputes/{id}", self._endpoint(self._update_dispute), methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -504,7 +524,7 @@ class StripeEmulator:
         event: dict[str, Any] = {
             "id": self._id("evt"),
             "object": "event",
-            "api_version": API_VERSION,
+            "api_version": self.api_version,
             "created": self._timestamp(),
             "data": data,
             "livemode": False,
@@ -729,7 +749,9 @@ class StripeEmulator:
 
     def _charge_with_refunds(self, charge: dict[str, Any]) -> dict[str, Any]:
         """The charge with its ``refunds`` list (newest first), as API versions before
-        2022-11-15 render it in ``charge.refunded``."""
+        2022-11-15 render it in ``charge.refunded``; later versions, the bare charge."""
+        if self.api_version >= _CHARGE_REFUNDS_DROPPED:
+            return charge
         mine = [r for r in reversed(self._refunds.values()) if r["charge"] == charge["id"]]
         return {
             **charge,
@@ -816,6 +838,129 @@ class StripeEmulator:
             "data": [dict(r) for r in page],
         }
 
+    # Disputes
+
+    def _dispute(self, dispute_id: str) -> dict[str, Any]:
+        dispute = self._disputes.get(dispute_id)
+        if dispute is None:
+            raise StripeProblem(
+                404, f"No such dispute: '{dispute_id}'", code="resource_missing", param="dispute"
+            )
+        return dispute
+
+    def _retrieve_dispute(self, params: dict[str, Any]) -> dict[str, Any]:
+        return copy.deepcopy(self._dispute(str(params["__id"])))
+
+    def _list_disputes(self, params: dict[str, Any]) -> dict[str, Any]:
+        limit = _integer(params, "limit") or 10
+        found = [
+            d
+            for d in reversed(self._disputes.values())
+            if all(
+                not params.get(name) or d[name] == params[name]
+                for name in ("payment_intent", "charge")
+            )
+        ]
+        return {
+            "object": "list",
+            "url": "/v1/disputes",
+            "has_more": len(found) > limit,
+            "data": [copy.deepcopy(d) for d in found[:limit]],
+        }
+
+    def _update_dispute(self, params: dict[str, Any]) -> dict[str, Any]:
+        dispute = self._dispute(str(params["__id"]))
+        evidence = params.get("evidence") or {}
+        if not isinstance(evidence, dict):
+            raise StripeProblem(
+                400, "Invalid object", code="parameter_invalid_object", param="evidence"
+            )
+        for name, value in evidence.items():
+            if name not in EVIDENCE_TEXT_FIELDS | EVIDENCE_FILE_FIELDS or isinstance(value, dict):
+                raise StripeProblem(
+                    400,
+                    f"Received unknown parameter: evidence[{name}]",
+                    code="parameter_unknown",
+                    param=f"evidence[{name}]",
+                )
+        submit = str(params.get("submit", "false")).lower()
+        if submit not in ("true", "false"):
+            raise StripeProblem(
+                400, f"Invalid boolean: {submit}", code="parameter_invalid_boolean", param="submit"
+            )
+        if dispute["status"] in _DISPUTE_CLOSED:
+            raise StripeProblem(400, "This dispute is already closed")
+        if dispute["status"] in _DISPUTE_SUBMITTED:
+            raise StripeProblem(
+                400,
+                "This dispute's evidence has already been submitted and can no longer be updated.",
+            )
+        details = dispute["evidence_details"]
+        if self._timestamp() > details["due_by"]:
+            details["past_due"] = True
+            raise StripeProblem(
+                400,
+                "The deadline for submitting evidence for this dispute has passed.",
+            )
+        previous: dict[str, Any] = {
+            "evidence": dict(dispute["evidence"]),
+            "evidence_details": dict(details),
+        }
+        dispute["evidence"].update({k: v if v != "" else None for k, v in evidence.items()})
+        dispute["metadata"].update(_metadata(params))
+        if any(v for v in dispute["evidence"].values()):
+            details["has_evidence"] = True
+        if submit == "true":
+            previous["status"] = dispute["status"]
+            details["submission_count"] += 1
+            dispute["status"] = (
+                "warning_under_review"
+                if dispute["status"] == "warning_needs_response"
+                else "under_review"
+            )
+        self._emit("charge.dispute.updated", dispute, previous)
+        return copy.deepcopy(dispute)
+
+
+EVIDENCE_TEXT_FIELDS = frozenset(
+    {
+        "access_activity_log",
+        "billing_address",
+        "cancellation_policy_disclosure",
+        "cancellation_rebuttal",
+        "customer_email_address",
+        "customer_name",
+        "customer_purchase_ip",
+        "duplicate_charge_explanation",
+        "duplicate_charge_id",
+        "product_description",
+        "refund_policy_disclosure",
+        "refund_refusal_explanation",
+        "service_date",
+        "shipping_address",
+        "shipping_carrier",
+        "shipping_date",
+        "shipping_tracking_number",
+        "uncategorized_text",
+    }
+)
+# file ids of uploads (``file_...``); the emulator stores them as given
+EVIDENCE_FILE_FIELDS = frozenset(
+    {
+        "cancellation_policy",
+        "customer_communication",
+        "customer_signature",
+        "duplicate_charge_documentation",
+        "receipt",
+        "refund_policy",
+        "service_documentation",
+        "shipping_documentation",
+        "uncategorized_file",
+    }
+)
+_DISPUTE_SUBMITTED = frozenset({"under_review", "warning_under_review"})
+_DISPUTE_CLOSED = frozenset({"won", "lost", "warning_closed", "prevented"})
+
 
 def _fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
     text = json.dumps([method, path, params], sort_keys=True)
@@ -856,9 +1001,10 @@ def running_stripe_emulator(
     *,
     outbox: WebhookOutbox | None = None,
     clock: Callable[[], datetime] = _wall_clock,
+    api_version: str = API_VERSION,
 ) -> Iterator[RunningEmulator]:
     """The emulator served by uvicorn on a free loopback port, in a thread, while the block
     runs (its webhooks go to ``outbox`` when one is given)."""
-    emulator = StripeEmulator(api_key, outbox=outbox, clock=clock)
+    emulator = StripeEmulator(api_key, outbox=outbox, clock=clock, api_version=api_version)
     with serve_app(emulator.app(), "the Stripe emulator") as served:
         yield RunningEmulator(emulator, served.base_url)
