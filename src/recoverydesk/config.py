@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recoverydesk.domain.errors import DeskError
 
 
 class Settings(BaseSettings):
@@ -27,3 +30,23 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_starttls: bool = False
     chat_webhook_secret: str | None = None
+    # Customer decision pages (``GET/POST /decide/{token}``): the secret that signs their links
+    # (``RECOVERYDESK_DECISION_SECRET``, required on PostgreSQL: every process must sign and
+    # read links alike, and links must outlive a restart) and the desk's public address the
+    # links start with (``RECOVERYDESK_PUBLIC_URL``; default: the address the API was called at).
+    decision_secret: SecretStr | None = Field(None, min_length=16)
+    public_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    _made_decision_secret: str = PrivateAttr(default_factory=lambda: secrets.token_urlsafe(32))
+
+    def decision_signing_secret(self) -> str:
+        """The configured secret; on SQLite (the demo, tests: one process) without one, a
+        random secret made for this process, so its links stop working when it restarts."""
+        if self.decision_secret is not None:
+            return self.decision_secret.get_secret_value()
+        if self.database_url.startswith("postgresql"):
+            raise DeskError(
+                "set RECOVERYDESK_DECISION_SECRET (a long random string, the same for every "
+                "process of the desk) to send decision links",
+                code="decision_secret_missing",
+            )
+        return self._made_decision_secret

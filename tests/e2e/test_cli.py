@@ -342,6 +342,9 @@ openers:
 queues:
   - {name: warranty, categories: [warranty_claim]}
   - {name: everything_else, categories: [payment_failed, change_request, delivery_exception]}
+root_causes:
+  - {code: product_defect, label: The product failed in warranty, owner: quality,
+     categories: [warranty_claim]}
 """
 
 
@@ -370,6 +373,7 @@ def test_a_merchant_category_is_opened_routed_and_closed_by_its_configured_rules
         (c["category"], c["opened_by"], c["queue"], c["status"], c["outcome"]) for c in cases
     ] == [("warranty_claim", "t2", "warranty", "closed", "returned")]
     case = cases[0]
+    assert case["root_cause"] == "product_defect"  # the merchant's root cause for its category
     assert case["data"]["opener"] == "warranty_ticket"
     assert case["event_ids"] == ["t2", "t3", "r1"]
     assert case["revenue_at_risk"] == "60.00"  # 200.00 x the category's 0.30

@@ -101,10 +101,11 @@ FORBIDDEN = [
 
 def test_the_table_covers_every_status_and_forbids_some_moves():
     # given the transition table
-    # then every status has an entry, closed cases can only be reopened, and new cases
-    # cannot wait on anyone before triage
+    # then every status has an entry, closed cases can only be reopened (back to work, or
+    # back to the queue when nobody touched them), and new cases cannot wait on anyone before
+    # triage
     assert set(TRANSITIONS) == set(CaseStatus)
-    assert TRANSITIONS[CaseStatus.CLOSED] == {CaseStatus.IN_PROGRESS}
+    assert TRANSITIONS[CaseStatus.CLOSED] == {CaseStatus.IN_PROGRESS, CaseStatus.TRIAGED}
     assert CaseStatus.WAITING_CUSTOMER not in TRANSITIONS[CaseStatus.NEW]
     assert len(FORBIDDEN) > 20
 
@@ -169,7 +170,12 @@ def test_confirm_outcome_resolves_then_closes_with_timeline_rows():
     case = new_case(CaseStatus.IN_PROGRESS)
     # when the source confirms it was released
     case.confirm_outcome(
-        Outcome.RELEASED, reason_code=None, confirmed_at=at(5), event_id="psp:cap", at=NOW
+        Outcome.RELEASED,
+        reason_code=None,
+        confirmed_at=at(5),
+        event_id="psp:cap",
+        at=NOW,
+        root_cause="customer_card_declined",
     )
     # then it is closed with outcome and time
     assert case.status is CaseStatus.CLOSED
@@ -194,6 +200,7 @@ def test_confirming_the_same_outcome_again_changes_nothing():
         confirmed_at=at(5),
         event_id="shopify:c",
         at=NOW,
+        root_cause="inventory_sync_lag",
     )
     case.pending.clear()
     # when the same confirmation comes again
@@ -203,6 +210,7 @@ def test_confirming_the_same_outcome_again_changes_nothing():
         confirmed_at=at(5),
         event_id="shopify:c",
         at=NOW,
+        root_cause="inventory_sync_lag",
     )
     # then nothing is recorded
     assert case.pending == []
@@ -213,7 +221,12 @@ def test_a_closed_case_can_be_reopened_and_forgets_its_outcome():
     # given a closed case
     case = new_case()
     case.confirm_outcome(
-        Outcome.RELEASED, reason_code=None, confirmed_at=at(5), event_id="psp:cap", at=NOW
+        Outcome.RELEASED,
+        reason_code=None,
+        confirmed_at=at(5),
+        event_id="psp:cap",
+        at=NOW,
+        root_cause="customer_card_declined",
     )
     # when an agent reopens it
     case.reopen(at=NOW, actor="agent:ann", reason="customer says still charged")

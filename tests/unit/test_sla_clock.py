@@ -662,7 +662,12 @@ def test_closing_the_case_stops_every_clock():
     BERLIN_DESK.keep_clocks(case, order, T2)
     # when the carrier confirms the delivery and the case closes
     case.confirm_outcome(
-        Outcome.DELIVERED, reason_code=None, confirmed_at=T3, event_id="carrier:d", at=T3
+        Outcome.DELIVERED,
+        reason_code=None,
+        confirmed_at=T3,
+        event_id="carrier:d",
+        at=T3,
+        root_cause="carrier_exception",
     )
     assert BERLIN_DESK.keep_clocks(case, order, T3 + HOUR)
     # then every clock stopped at the close, with what it used and whether it breached

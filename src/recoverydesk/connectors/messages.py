@@ -3,7 +3,8 @@
 A message command (``domain.stopship``) has system ``helpdesk`` (the order has a ticket) or
 ``email``, and ``params`` ``{template, to, ticket, lines?}``. The text comes from a small
 built-in renderer (``render``): five plain-text templates in English, each with a subject, a
-short body and one ask. Per-merchant wording and language come later.
+short body and one ask. A command that carries ``subject`` and ``body`` (a message the desk wrote
+from the merchant's own template, ``services.messages_compose``) is sent with that text.
 
 - ``kind: zendesk`` (``ZendeskMessages``), connection ``base_url``, ``email``, ``api_key`` (the
   API token, sent as basic auth ``{email}/token:{api_key}``), optionally ``timeout_seconds``:
@@ -135,6 +136,9 @@ def _rendered(command: OutsideCommand, kind: str) -> RenderedMessage | OutsideAn
         return _refused(
             f"the {kind} connector does not do {command.action!r}", "unsupported_action"
         )
+    subject, body = command.params.get("subject"), command.params.get("body")
+    if isinstance(subject, str) and isinstance(body, str) and subject and body:
+        return RenderedMessage(subject, body)  # written by the desk (``services.decisions``)
     template = command.params.get("template")
     if not isinstance(template, str) or template not in TEMPLATES:
         return _refused(f"no message template {template!r}", "unknown_template")
@@ -189,6 +193,8 @@ class ZendeskMessages(SharedClient):
                 facts={"ticket": ticket, "repeat": True, "status": current.get("status")},
             )
         status = _ZENDESK_STATUS.get(template, "solved")
+        if command.params.get("decision"):
+            status = "pending"  # the customer has a decision to make
         body = {
             "ticket": {
                 "comment": {"body": message.body, "public": True},

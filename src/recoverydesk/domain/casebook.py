@@ -8,11 +8,36 @@ arrived in; ``sync_cases`` then brings the stored cases in line with the fold.
 Drift rules (``domain.drift``) run in the same fold, after each event is applied to the order:
 a rule opens a ``drift`` case when the event makes its contradiction start to hold, and closes it
 when the contradiction is resolved. Open drift cases are keyed by rule as well as category.
+
+Root cause (F16). An episode closed by an event takes the root cause of the first entry of the
+merchant's list (``CaseRules.root_causes``; the defaults without rules) that matches its category,
+reason code and outcome (``domain.root_causes``). Without a match the case resolves but stays
+open to a person ("root cause needed"), who closes it with one.
+
+Reopening on contradiction (F15: "a contradicting event reopens it"). When an opening event
+finds no open case of its category, it reopens the latest case of that category if it undoes the
+outcome that case closed on, instead of opening a second case:
+- a ``hold.placed`` of a hold type after the case of its category closed ``released``;
+- a ``delivery.exception`` after the delivery exception case closed ``delivered``.
+A new case is the right episode instead when:
+- the order is already settled for the category (cancelled, or shipped for a pre-fulfilment
+  exception): the event contradicts nothing; its case opens closed, as before;
+- a new problem of the same kind is reported after a recovery (a ``payment.failed`` after the
+  payment was authorized or captured, a new ``address.invalid``, ``inventory.short``, a new
+  cancel or change request, a second dispute): a new attempt or ask, with its own case;
+- two systems contradict each other (the ERP cancelled but the warehouse shipped, a refund while
+  shipped ...): the drift rule's own case opens with the evidence (F3); closed cases keep their
+  outcome.
+Both follow from the events alone (the latest case by close time, then opening), so the fold
+stays deterministic and independent of arrival order; ``sync_cases`` reopens the stored case
+(timeline: ``reopened``, naming the event) when the fold reopened its episode. A case a person
+closed on an outcome no event reports (denied, concession) is open to the fold, which sees only
+events: later events of its category join it, and only a source-confirmed outcome changes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -22,12 +47,19 @@ from recoverydesk.domain.cases import (
     PRE_FULFILMENT,
     SOURCE,
     Case,
+    CaseStatus,
     Category,
     Outcome,
     ReasonCode,
 )
 from recoverydesk.domain.events import CanonicalEvent, EventType, HoldType
 from recoverydesk.domain.orders import OrderView
+from recoverydesk.domain.root_causes import (
+    DEFAULT_ROOT_CAUSES,
+    DRIFT_WITHDRAWN,
+    RootCause,
+    root_cause_for,
+)
 
 HOLD_CATEGORY: dict[str, Category] = {
     HoldType.FRAUD: Category.FRAUD_HOLD,
@@ -82,6 +114,8 @@ class Episode:
     reason_code: ReasonCode | None = None
     closed_at: datetime | None = None
     closed_by: str | None = None
+    root_cause: str | None = None
+    reopened: list[Stamp] = field(default_factory=list)  # the events that reopened it
 
     @property
     def is_open(self) -> bool:
@@ -93,15 +127,27 @@ class Episode:
 
     @classmethod
     def of_case(cls, case: Case) -> Episode:
+        """A stored case as the fold left it: a closed case is a closed episode (an event may
+        contradict its outcome), except one a person decided, which the fold sees open."""
         episode = cls(
             case.category, case.opened_by, case.opened_at, case.hold_type, case.rule, case.data
         )
         episode.events = [(event_id, "", case.opened_at) for event_id in case.event_ids]
+        if not case.is_open and not case.decided_by_person:
+            episode.outcome, episode.reason_code = case.outcome, case.reason_code
+            episode.closed_at, episode.root_cause = case.closed_at, case.root_cause
         return episode
 
     def close(self, closure: Closure, event: CanonicalEvent) -> None:
         self.outcome, self.reason_code = closure.outcome, closure.reason_code
         self.closed_at, self.closed_by = event.occurred_at, event.id
+
+    def reopen(self, stamp: Stamp) -> None:
+        """An event contradicted the outcome: the episode is open again and takes the event."""
+        self.outcome, self.reason_code, self.root_cause = None, None, None
+        self.closed_at, self.closed_by = None, None
+        self.reopened.append(stamp)
+        self.events.append(stamp)
 
 
 def opening_category(event: CanonicalEvent) -> Category | None:
@@ -180,6 +226,11 @@ class CaseRules(Protocol):
 
     def closes(self, event: CanonicalEvent) -> list[Closure]: ...
 
+    @property
+    def root_causes(self) -> Sequence[RootCause]:
+        """The merchant's root-cause list, in matching order."""
+        ...
+
 
 def step(
     order: OrderView,
@@ -188,6 +239,22 @@ def step(
     rules: CaseRules | None = None,
 ) -> None:
     """Fold one event into the order and its episodes (mutates both)."""
+    _fold_event(order, episodes, event, rules)
+    causes = rules.root_causes if rules is not None else DEFAULT_ROOT_CAUSES
+    for episode in episodes:
+        if episode.closed_by == event.id:
+            found = root_cause_for(
+                causes,
+                category=episode.category,
+                reason_code=episode.reason_code.value if episode.reason_code else None,
+                outcome=episode.outcome.value if episode.outcome else None,
+            )
+            episode.root_cause = found.code if found else None
+
+
+def _fold_event(
+    order: OrderView, episodes: list[Episode], event: CanonicalEvent, rules: CaseRules | None
+) -> None:
     stamp = (event.id, event.type.value, event.occurred_at)
     for closure in closures(event) + (rules.closes(event) if rules else []):
         for episode in episodes:
@@ -206,25 +273,53 @@ def step(
 def _open_or_join(
     order: OrderView, episodes: list[Episode], event: CanonicalEvent, stamp: Stamp
 ) -> None:
-    """Open a case of the event's category, or join the open one; every other open case of the
-    order takes the event too. Open cases are keyed by category and rule: several drift rules
-    can be open on one order, every other category has one open case at a time."""
+    """Open a case of the event's category (or reopen the one whose outcome it contradicts), or
+    join the open one; every other open case of the order takes the event too. Open cases are
+    keyed by category and rule: several drift rules can be open on one order, every other
+    category has one open case at a time."""
     category = opening_category(event)
     current = {(ep.category, ep.rule): ep for ep in episodes if ep.is_open}
     if category is not None and (category, "") not in current:
+        settled = _already_settled(order, category)
+        contradicted = _contradicted(episodes, event, category) if settled is None else None
+        if contradicted is not None:
+            contradicted.reopen(stamp)
+            return
         hold = event.data.get("hold_type")
         episode = Episode(
             category, event.id, event.occurred_at, str(hold) if hold else None, data=_facts(event)
         )
         episode.events.append(stamp)
         episodes.append(episode)
-        settled = _already_settled(order, category)
         if settled is not None:
             episode.close(settled, event)
         return
     for episode in current.values():
         if stamp not in episode.events:
             episode.events.append(stamp)
+
+
+# The outcome an opening event undoes (the rule book is in the module's docstring).
+_CONTRADICTS: dict[EventType, Outcome] = {
+    EventType.HOLD_PLACED: Outcome.RELEASED,
+    EventType.DELIVERY_EXCEPTION: Outcome.DELIVERED,
+}
+
+
+def _contradicted(episodes: list[Episode], event: CanonicalEvent, category: str) -> Episode | None:
+    """The closed case an opening event reopens: the latest of its category (by close time,
+    then opening), when the event undoes the outcome it closed on. A stored case closed without
+    an outcome (none of the fold's) is no part of this."""
+    undone = _CONTRADICTS.get(event.type)
+    same = [
+        ep
+        for ep in episodes
+        if ep.category == category and not ep.rule and ep.outcome is not None and not ep.is_open
+    ]
+    if undone is None or not same:
+        return None
+    latest = max(same, key=lambda ep: (ep.closed_at or ep.opened_at, ep.opened_at, ep.opened_by))
+    return latest if latest.outcome is undone else None
 
 
 def _open_merchant_cases(
@@ -347,6 +442,7 @@ def sync_cases(
 
 def _sync_case(case: Case, episode: Episode, at: datetime) -> None:
     case.hold_type = episode.hold_type
+    _reopen_contradicted(case, episode, at)
     for event_id, event_type, occurred_at in episode.events:
         case.attach(event_id, event_type, occurred_at, at)
     case.detach_all_but(episode.event_ids, at)
@@ -359,7 +455,25 @@ def _sync_case(case: Case, episode: Episode, at: datetime) -> None:
             confirmed_at=episode.closed_at,
             event_id=episode.closed_by or episode.opened_by,
             at=at,
+            root_cause=episode.root_cause,
         )
+
+
+def _reopen_contradicted(case: Case, episode: Episode, at: datetime) -> None:
+    """The fold reopened the episode of a closed case: an event the case has not taken yet
+    contradicted its outcome. Back to work: in progress once touched, else to its queue."""
+    fresh = [stamp for stamp in episode.reopened if stamp[0] not in case.event_ids]
+    if not fresh or case.is_open:
+        return
+    event_id, event_type, _ = fresh[0]
+    outcome = case.outcome.value if case.outcome else "its outcome"
+    case.reopen(
+        at=at,
+        actor=SOURCE,
+        reason=f"{event_type} ({event_id}) contradicts {outcome}",
+        to=CaseStatus.IN_PROGRESS if case.first_touched_at is not None else CaseStatus.TRIAGED,
+        event_id=event_id,
+    )
 
 
 def _refresh_evidence(case: Case, episode: Episode, at: datetime) -> None:
@@ -385,6 +499,7 @@ def _withdraw_drift(unclaimed: list[Case], episodes: list[Episode], at: datetime
             confirmed_at=max([case.opened_at, *times]),
             event_id=case.opened_by,
             at=at,
+            root_cause=DRIFT_WITHDRAWN,
         )
 
 

@@ -8,8 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from recoverydesk.domain.errors import InvalidTransition
-from recoverydesk.domain.sla import SlaClock
+from recoverydesk.domain.errors import Conflict, InvalidTransition
+from recoverydesk.domain.sla import ClockName, SlaClock
 
 
 def category_of(code: str) -> str:
@@ -121,9 +121,13 @@ TRANSITIONS: dict[CaseStatus, frozenset[CaseStatus]] = {
     CaseStatus.IN_PROGRESS: frozenset({*_WORKING, CaseStatus.RESOLVED} - {CaseStatus.IN_PROGRESS}),
     CaseStatus.WAITING_CUSTOMER: frozenset({CaseStatus.IN_PROGRESS, CaseStatus.RESOLVED}),
     CaseStatus.WAITING_PARTNER: frozenset({CaseStatus.IN_PROGRESS, CaseStatus.RESOLVED}),
-    CaseStatus.RESOLVED: frozenset({CaseStatus.CLOSED, CaseStatus.IN_PROGRESS}),
-    CaseStatus.CLOSED: frozenset({CaseStatus.IN_PROGRESS}),
+    # A reopened case goes back to work: in progress once touched, else to its queue (triaged).
+    CaseStatus.RESOLVED: frozenset({CaseStatus.CLOSED, CaseStatus.IN_PROGRESS, CaseStatus.TRIAGED}),
+    CaseStatus.CLOSED: frozenset({CaseStatus.IN_PROGRESS, CaseStatus.TRIAGED}),
 }
+
+# Outcomes no source system reports: only a person can decide them, and close an open case so.
+PERSON_OUTCOMES = frozenset({Outcome.DENIED, Outcome.CONCESSION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,10 @@ class TimelineEntry:
 
 
 SOURCE = "source"  # the actor for changes the source systems confirmed
+# ``Case.data`` key: the person who decided the outcome of a case no source system closed.
+DECIDED_BY = "decided_by"
+ROOT_CAUSE_NEEDED = "root cause needed"
+_FIRST_RESPONSE = frozenset({ClockName.FIRST_TOUCH.value, ClockName.MARKETPLACE_REPLY.value})
 
 
 @dataclass(slots=True)
@@ -257,13 +265,18 @@ class Case:
         confirmed_at: datetime,
         event_id: str,
         at: datetime,
+        root_cause: str | None,
     ) -> None:
-        """The source system confirmed an outcome: resolve and close the case."""
+        """The source system confirmed an outcome: resolve the case and close it with its root
+        cause (``domain.root_causes``: the first match of the merchant's list). Without one it
+        stays resolved, "root cause needed" on its timeline, until a person closes it. A case
+        that had a root cause keeps it (a person may have set it)."""
         if not self.is_open and (self.outcome, self.closed_at) == (outcome, confirmed_at):
             return
         if self.is_open:
             self.move_to(CaseStatus.RESOLVED, at=at, actor=SOURCE)
         self.outcome, self.reason_code, self.closed_at = outcome, reason_code, confirmed_at
+        self.root_cause = self.root_cause or root_cause
         self.record(
             at,
             "outcome",
@@ -272,11 +285,72 @@ class Case:
                 "outcome": outcome.value,
                 "reason_code": reason_code.value if reason_code else None,
                 "confirmed_at": confirmed_at.isoformat(),
+                "root_cause": self.root_cause,
             },
             event_id=event_id,
         )
-        if self.status is CaseStatus.RESOLVED:
+        if self.status is not CaseStatus.RESOLVED:
+            return
+        if self.root_cause is not None:
             self.move_to(CaseStatus.CLOSED, at=at, actor=SOURCE)
+            return
+        detail = {
+            "text": ROOT_CAUSE_NEEDED,
+            "category": str(self.category),
+            "reason_code": reason_code.value if reason_code else None,
+        }
+        self.record(at, "root_cause_needed", SOURCE, detail)
+
+    def close(self, outcome: Outcome, *, root_cause: str, at: datetime, actor: str) -> None:
+        """A person closes the case with its root cause. A case closes on an outcome the source
+        systems confirmed (F15): a resolved case closes on that outcome; an open case only on
+        an outcome no source system reports (``PERSON_OUTCOMES``: denied, concession)."""
+        if self.status is CaseStatus.CLOSED:
+            raise InvalidTransition(
+                f"case {self.id} is already closed (set_root_cause corrects its root cause)"
+            )
+        if self.status is CaseStatus.RESOLVED and outcome is not self.outcome:
+            confirmed = self.outcome.value if self.outcome else "nothing"
+            raise Conflict(
+                f"case {self.id}: the source systems confirmed {confirmed}, not {outcome.value}",
+                code="outcome_not_verified",
+            )
+        if self.is_open:
+            self._decide(outcome, at=at, actor=actor)
+        self.record(at, "root_cause", actor, {"from": self.root_cause, "to": root_cause})
+        self.root_cause = root_cause
+        self.move_to(CaseStatus.CLOSED, at=at, actor=actor)
+
+    def _decide(self, outcome: Outcome, *, at: datetime, actor: str) -> None:
+        if outcome not in PERSON_OUTCOMES:
+            raise Conflict(
+                f"case {self.id} is {self.status.value}: it closes when the source systems "
+                f"confirm its outcome; a person closes an open case only as "
+                f"{' or '.join(sorted(o.value for o in PERSON_OUTCOMES))}",
+                code="outcome_not_verified",
+            )
+        self.touch(at=at, actor=actor)
+        self.move_to(CaseStatus.RESOLVED, at=at, actor=actor)
+        self.outcome, self.reason_code, self.closed_at = outcome, None, at
+        self.data = {**self.data, DECIDED_BY: actor}
+        self.record(at, "outcome", actor, {"outcome": outcome.value, "decided_by": actor})
+
+    @property
+    def decided_by_person(self) -> bool:
+        """Closed on an outcome a person decided: no source event closes it in the fold."""
+        return not self.is_open and bool(self.data.get(DECIDED_BY))
+
+    def set_root_cause(self, root_cause: str, *, at: datetime, actor: str) -> None:
+        """A person corrects the root cause of a closed case."""
+        if self.status is not CaseStatus.CLOSED:
+            raise InvalidTransition(
+                f"case {self.id} is {self.status.value}: only a closed case's root cause is "
+                "corrected (close a resolved case with its root cause)"
+            )
+        if root_cause == self.root_cause:
+            return
+        self.record(at, "root_cause", actor, {"from": self.root_cause, "to": root_cause})
+        self.root_cause = root_cause
 
     def touch(self, *, at: datetime, actor: str) -> None:
         """The first human (or playbook) action on the case stops its first-touch clock."""
@@ -292,11 +366,37 @@ class Case:
         self.record(at, "assigned", actor, {"from": self.owner, "to": owner, "reason": reason})
         self.owner = owner
 
-    def reopen(self, *, at: datetime, actor: str, reason: str) -> None:
+    def reopen(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        reason: str,
+        to: CaseStatus = CaseStatus.IN_PROGRESS,
+        event_id: str | None = None,
+    ) -> None:
+        """Back to work: the outcome, its root cause and the stopped clocks are forgotten (the
+        timeline keeps them; the clocks start again with the case's next triage), except the
+        first-response clocks of a case someone already touched."""
         if self.is_open:
             raise InvalidTransition(f"case {self.id} is already open")
-        self.move_to(CaseStatus.IN_PROGRESS, at=at, actor=actor, note=reason)
+        detail = {
+            "reason": reason,
+            "outcome": self.outcome.value if self.outcome else None,
+            "root_cause": self.root_cause,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+        }
+        self.record(at, "reopened", actor, detail, event_id=event_id)
+        self.move_to(to, at=at, actor=actor, note=reason)
         self.outcome, self.reason_code, self.closed_at = None, None, None
+        self.root_cause = None
+        answered = _FIRST_RESPONSE if self.first_touched_at is not None else frozenset()
+        self.clocks = {
+            name: clock
+            for name, clock in self.clocks.items()
+            if clock.stopped_at is None or name in answered
+        }
+        self.data = {k: v for k, v in self.data.items() if k != DECIDED_BY}
 
     def rekey(self, opened_by: str, opened_at: datetime, at: datetime) -> None:
         """An earlier event that belongs to this case arrived late: it now opens the case."""

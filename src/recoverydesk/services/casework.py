@@ -7,20 +7,27 @@ Payment actions (void, refund) go through the refund ledger (``services.stopship
 under the order's lock, reserved, then sent by the outbox; ``retry_step`` and ``mark_converted``
 act on the order's open stop-ship workflow. Each is refused with its own error code when the
 ledger or the workflow's state forbids it.
+``close`` closes a case with its outcome and a root cause from the merchant's list (F15, F16): a
+resolved case on the outcome the source systems confirmed; an open case only on an outcome no
+source system reports (denied, concession), else ``outcome_not_verified``. ``set_root_cause``
+corrects a closed case's root cause. A root cause not in the list is ``unknown_root_cause``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from recoverydesk.domain.cases import Case, CaseStatus
+from recoverydesk.domain.cases import Case, CaseStatus, Outcome
 from recoverydesk.domain.errors import InvalidInput, InvalidTransition, NotFound
 from recoverydesk.domain.ledger import EntryKind
 from recoverydesk.domain.orders import OrderView
 from recoverydesk.services import stopship
+from recoverydesk.services.decisions import DecisionOffer, offer_decision
+from recoverydesk.services.policy import RootCauseSpec
 from recoverydesk.services.ports import Merchant, UnitOfWork
 from recoverydesk.services.triage import stage_timers, triage_for
 
@@ -36,10 +43,14 @@ class DeskAction(StrEnum):
     REFUND = "refund"
     RETRY_STEP = "retry_step"
     MARK_CONVERTED = "mark_converted"
+    OFFER_DECISION = "offer_decision"  # ask the customer to choose (``services.decisions``)
+    CLOSE = "close"  # with ``outcome`` and ``root_cause``
+    SET_ROOT_CAUSE = "set_root_cause"  # of a closed case, with ``root_cause``
 
 
 MONEY_ACTIONS = frozenset({DeskAction.VOID, DeskAction.REFUND})
 WORKFLOW_ACTIONS = frozenset({DeskAction.RETRY_STEP, DeskAction.MARK_CONVERTED})
+CLOSING_ACTIONS = frozenset({DeskAction.CLOSE, DeskAction.SET_ROOT_CAUSE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,9 @@ class CaseAction:
     owner: str | None = None
     amount: Decimal | None = None
     concession: bool = False
+    offer: DecisionOffer | None = None  # for ``offer_decision``
+    outcome: Outcome | None = None  # for ``close``
+    root_cause: str | None = None  # for ``close`` and ``set_root_cause``
 
 
 def act_on_case(
@@ -57,12 +71,18 @@ def act_on_case(
 ) -> Case:
     if command.action in MONEY_ACTIONS | WORKFLOW_ACTIONS:
         return _act_on_money(uow, merchant, case_id, command, now)
+    if command.action in CLOSING_ACTIONS:
+        return _close(uow, merchant, case_id, command, now)
     case = uow.cases.lock(merchant.id, case_id)
     if case is None:
         raise NotFound(f"no case {case_id}", code="case_not_found")
     if not case.is_open:
         raise InvalidTransition(f"case {case_id} is {case.status.value}: reopen it first")
     triage = triage_for(uow, merchant)
+    if command.action is DeskAction.OFFER_DECISION:
+        offer_decision(
+            uow, merchant=merchant, case=case, offer=command.offer, actor=command.actor, now=now
+        )
     _apply(case, command, now, set(triage.members()))
     order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
     triage.keep_clocks(case, order, now)
@@ -84,11 +104,49 @@ def _apply(case: Case, command: CaseAction, now: datetime, members: set[str]) ->
         case.record(now, "note", actor, {"text": command.note})
     target = {
         DeskAction.WAIT_CUSTOMER: CaseStatus.WAITING_CUSTOMER,
+        DeskAction.OFFER_DECISION: CaseStatus.WAITING_CUSTOMER,
         DeskAction.WAIT_PARTNER: CaseStatus.WAITING_PARTNER,
         DeskAction.RESUME: CaseStatus.IN_PROGRESS,
     }.get(command.action)
     if target is not None and case.status is not target:
         case.move_to(target, at=now, actor=actor, note=command.note or "")
+
+
+def _close(
+    uow: UnitOfWork, merchant: Merchant, case_id: int, command: CaseAction, now: datetime
+) -> Case:
+    """Close a case, or correct a closed case's root cause. The order is locked first, as
+    intake locks it, since a person's outcome changes what the order's fold sees."""
+    found = uow.cases.get(merchant.id, case_id)
+    if found is None:
+        raise NotFound(f"no case {case_id}", code="case_not_found")
+    uow.orders.lock(merchant.id, [found.order_ref])
+    case = uow.cases.lock(merchant.id, case_id) or found
+    triage = triage_for(uow, merchant)
+    root_cause = _listed_root_cause(triage.policy.root_causes, command.root_cause)
+    if command.action is DeskAction.SET_ROOT_CAUSE:
+        case.set_root_cause(root_cause, at=now, actor=command.actor)
+    else:
+        outcome = command.outcome or (case.outcome if case.status is CaseStatus.RESOLVED else None)
+        if outcome is None:
+            raise InvalidInput("outcome: closing an open case needs its outcome")
+        case.close(outcome, root_cause=root_cause, at=now, actor=command.actor)
+    if command.note:
+        case.record(now, "note", command.actor, {"text": command.note})
+    order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
+    triage.keep_clocks(case, order, now)
+    if case.dirty:
+        uow.cases.save(merchant.id, [case])
+    return case
+
+
+def _listed_root_cause(listed: Sequence[RootCauseSpec], code: str | None) -> str:
+    codes = [cause.code for cause in listed]
+    if code in codes:
+        return code
+    known = ", ".join(codes) or "none configured"
+    what = f"{code!r} is not in the merchant's list" if code else "give one from the list"
+    raise InvalidInput(f"root_cause: {what} ({known})", code="unknown_root_cause")
 
 
 def _act_on_money(

@@ -22,9 +22,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from recoverydesk.domain.cases import Category, Outcome, ReasonCode
 from recoverydesk.domain.events import EventType
+from recoverydesk.domain.root_causes import DEFAULT_ROOT_CAUSES, RootCause
 from recoverydesk.domain.stopship import RefundOn
 from recoverydesk.domain.triage import LOSS_LIKELIHOOD, Classification, Priority
 from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC, CalendarSpec
+from recoverydesk.services.messages_compose import Language, MessageTemplate, Tone
 
 RULE_VARIABLES = frozenset({"case", "order", "event", "customer", "thresholds"})
 CODE = r"^[a-z][a-z0-9_]{0,59}$"
@@ -416,6 +418,44 @@ class Taxonomy(Strict):
         return {r.value for r in ReasonCode} | set(self.reason_codes)
 
 
+class RootCauseSpec(Strict):
+    """One entry of the root-cause list (F16, ``domain.root_causes``). The first entry whose
+    ``categories``, ``reason_codes`` and ``outcomes`` all hold for a case (an empty one always
+    does) is the root cause the case closes with. ``owner`` owns the upstream fix: a team or a
+    person, free text or a member's name."""
+
+    code: Code
+    label: Annotated[str, Field(min_length=1, max_length=200)]
+    owner: Annotated[str, Field(min_length=1, max_length=100)]
+    categories: tuple[Code, ...] = ()
+    reason_codes: tuple[Code, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
+
+    def as_root_cause(self) -> RootCause:
+        return RootCause(
+            code=self.code,
+            label=self.label,
+            owner=self.owner,
+            categories=frozenset(self.categories),
+            reason_codes=frozenset(self.reason_codes),
+            outcomes=frozenset(o.value for o in self.outcomes),
+        )
+
+
+def _spec_of(cause: RootCause) -> RootCauseSpec:
+    return RootCauseSpec(
+        code=cause.code,
+        label=cause.label,
+        owner=cause.owner,
+        categories=tuple(sorted(cause.categories)),
+        reason_codes=tuple(sorted(cause.reason_codes)),
+        outcomes=tuple(Outcome(o) for o in sorted(cause.outcomes)),
+    )
+
+
+DEFAULT_ROOT_CAUSE_SPECS = tuple(_spec_of(cause) for cause in DEFAULT_ROOT_CAUSES)
+
+
 class Policy(Strict):
     """The triage part of a merchant's configuration file, with TRIAGE.md's defaults."""
 
@@ -431,6 +471,13 @@ class Policy(Strict):
     marketplace: Marketplace = Marketplace()
     drift: DriftLimits = DriftLimits()
     stopship: StopShipSettings = StopShipSettings()
+    # The root-cause list (F16), in matching order; a file that names one replaces the defaults.
+    root_causes: tuple[RootCauseSpec, ...] = DEFAULT_ROOT_CAUSE_SPECS
+    # Customer messages (``services.messages_compose``): the merchant's own templates by name
+    # (each replaces the desk's default of that name), and their default tone and language.
+    tone: Tone = Tone.FRIENDLY
+    language: Language = "en"
+    templates: dict[Code, MessageTemplate] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -465,6 +512,21 @@ class Policy(Strict):
         for queue_name in self.sla:
             _must_be(queue_name, names, "sla")
         return self
+
+    @model_validator(mode="after")
+    def _root_causes_known(self) -> Policy:
+        causes = self.root_causes
+        _unique([(f"root_causes.{i}.code", c.code) for i, c in enumerate(causes)], "root cause")
+        categories, reasons = self.taxonomy.category_codes(), self.taxonomy.reason_code_set()
+        for index, cause in enumerate(causes):
+            for category in cause.categories:
+                _must_be(category, categories, f"root_causes.{index}.categories")
+            for reason in cause.reason_codes:
+                _must_be(reason, reasons, f"root_causes.{index}.reason_codes")
+        return self
+
+    def root_cause(self, code: str) -> RootCauseSpec | None:
+        return next((cause for cause in self.root_causes if cause.code == code), None)
 
     def queue_for(self, category: str) -> str:
         for queue in self.queues:

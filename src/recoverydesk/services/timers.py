@@ -10,6 +10,8 @@ from recoverydesk.domain.drift import CHECK_JOB, DriftRule, recheck
 from recoverydesk.domain.errors import NotFound
 from recoverydesk.domain.events import CanonicalEvent, EventSource, EventType, OrderFacts
 from recoverydesk.services.canonical import event_to_dict, parse_event
+from recoverydesk.services.decisions import DEFAULT_JOB as DECISION_DEFAULT
+from recoverydesk.services.decisions import apply_default
 from recoverydesk.services.intake import SHIP_BY_CHECK, ingest_within
 from recoverydesk.services.jobs import JobHandler
 from recoverydesk.services.ports import IncomingEvent, Job, Merchant, UnitOfWork
@@ -77,4 +79,8 @@ def check_drift(uow: UnitOfWork, job: Job, now: datetime) -> None:
     _raise(uow, merchant, parse_event(event_to_dict(draft)), now)
 
 
-HANDLERS: dict[str, JobHandler] = {SHIP_BY_CHECK: check_ship_by, CHECK_JOB: check_drift}
+HANDLERS: dict[str, JobHandler] = {
+    SHIP_BY_CHECK: check_ship_by,
+    CHECK_JOB: check_drift,
+    DECISION_DEFAULT: apply_default,  # a customer decision's window closed
+}

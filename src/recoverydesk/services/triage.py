@@ -68,10 +68,12 @@ def _compile(rules: tuple[Rule, ...]) -> list[CompiledRule]:
 
 
 class MerchantCaseRules:
-    """The merchant's configured openers and closers, as the fold asks for them."""
+    """The merchant's configured openers, closers and root-cause list, as the fold asks for
+    them."""
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
+        self.root_causes = tuple(cause.as_root_cause() for cause in policy.root_causes)
         self._openers = [
             CompiledRule(Rule(name=o.name, when=o.when, then=o.category), cel.compile(o.when))
             for o in policy.openers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -15,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from recoverydesk.bootstrap import Desk
+from recoverydesk.domain.cases import Outcome
 from recoverydesk.domain.errors import (
     Busy,
     Forbidden,
@@ -24,6 +26,7 @@ from recoverydesk.domain.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from recoverydesk.entrypoints.api.decisions import offer_of
 from recoverydesk.persistence.case_store import CaseFilter
 from recoverydesk.services import stopship
 from recoverydesk.services.canonical import parse_event
@@ -221,7 +224,9 @@ MONEY_ROLES = frozenset({Role.FINANCE, Role.LEAD, Role.ADMIN})
 class ActionBody(BaseModel):
     """A desk action on a case. ``assign`` takes ``owner`` (null to unassign); ``refund`` takes
     ``amount`` (a decimal string) and ``concession`` (a refund on an order that still ships);
-    ``void``, ``retry_step`` and ``mark_converted`` take nothing more."""
+    ``void``, ``retry_step`` and ``mark_converted`` take nothing more. ``close`` takes the
+    ``outcome`` and a ``root_cause`` from the merchant's list; ``set_root_cause`` the
+    ``root_cause`` of a closed case."""
 
     model_config = ConfigDict(extra="forbid")
     action: DeskAction
@@ -230,6 +235,17 @@ class ActionBody(BaseModel):
     actor: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     amount: Annotated[str, Field(max_length=24)] | None = None
     concession: bool = False
+    # offer_decision: a template, the choices, the default and the window (ISO 8601, PT48H)
+    template: Annotated[str, Field(max_length=60)] | None = None
+    choices: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=10)] | None = (
+        None
+    )
+    default: Annotated[str, Field(max_length=40)] | None = None
+    window: timedelta | None = None
+    decision: Annotated[str, Field(max_length=60)] | None = None
+    # close / set_root_cause
+    outcome: Outcome | None = None
+    root_cause: Annotated[str, Field(max_length=60)] | None = None
 
 
 @router.post("/cases/{case_id}/actions", tags=["cases"], summary="Act on a case")
@@ -250,6 +266,9 @@ def post_case_action(
         owner=body.owner,
         amount=_amount(body.amount) if body.amount is not None else None,
         concession=body.concession,
+        offer=offer_of(request, body) if body.action is DeskAction.OFFER_DECISION else None,
+        outcome=body.outcome,
+        root_cause=body.root_cause,
     )
 
     def act(uow: Any) -> None:
