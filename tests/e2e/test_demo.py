@@ -1,11 +1,15 @@
 """``recoverydesk demo`` wired to the sandbox emulators, in-process: the demo's setup starts the
-3PL and Stripe emulators, configures the demo merchant against them and seeds them from the
-generated stream; a cancellation through the API then runs against the emulators for real."""
+3PL, Stripe, Shopify, AfterShip and Zendesk emulators, configures the demo merchant against them
+and seeds them from the generated stream's past; a cancellation through the API then runs against
+the emulators for real, and the stream's live events reach the desk as the vendors' webhooks."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ import pytest
 
 from recoverydesk.bootstrap import bootstrap
 from recoverydesk.config import Settings
-from recoverydesk.entrypoints.demo import DemoSandbox, setup_demo
+from recoverydesk.entrypoints.demo import DemoSandbox, banner, setup_demo
 from recoverydesk.sandbox.serving import free_port
 
 SEED, ORDERS = 13, 200  # a stream with captured and rejecting orders at the warehouse now
@@ -114,7 +118,10 @@ def test_the_demo_names_its_emulators_and_seeds_them(sandbox: DemoSandbox) -> No
         assert order is not None
     for ref, intent in seeded.intents.items():
         status = sandbox.payments.payment_intent(intent)["status"]
-        assert status == ("succeeded" if ref in seeded.captured else "requires_capture")
+        if ref in seeded.awaiting:  # the customer pays later: the merchant day confirms it
+            assert status == "requires_payment_method"
+        else:
+            assert status == ("succeeded" if ref in seeded.captured else "requires_capture")
 
 
 def test_an_acknowledged_stop_of_a_captured_order_is_refunded_once_at_stripe(
@@ -151,3 +158,58 @@ def test_a_rejected_stop_ends_as_an_exception_without_a_refund(
     assert workflow["exception_reason"] == "stop_rejected"
     intent = sandbox.seeded.intents.get(ref)
     assert [r for r in sandbox.payments.refunds() if r["payment_intent"] == intent] == []
+
+
+def test_the_demo_names_every_emulator_it_runs(sandbox: DemoSandbox) -> None:
+    shown = banner(sandbox, sandbox.desk_url, 1.0)
+    for name, url in {**sandbox.vendors.urls(), "3PL": sandbox.warehouse_url}.items():
+        assert f"{name}" in shown
+        assert url in shown
+
+
+def _at(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00"))
+
+
+def test_live_events_reach_the_desk_as_the_vendors_webhooks(
+    sandbox: DemoSandbox, api: httpx.Client
+) -> None:
+    # given the demo's next forty minutes, handed to the merchant day as the feeder does
+    start = sandbox.future[0].event.occurred_at
+    soon = [
+        json.loads(i.raw)
+        for i in sandbox.future
+        if i.event.occurred_at <= start + timedelta(minutes=40)
+    ]
+    # when the merchant day plays them and the pump delivers what is due
+    sandbox.day.play(soon)
+    sandbox.day.deliver_due(_at(soon[-1]))
+    # then the vendors took them, and the desk every webhook they sent
+    tally = sandbox.day.tally
+    assert not tally.refused, tally.refused
+    assert tally.delivered["shopify"] > 0
+    assert tally.delivered["stripe"] > 0
+    # and a Shopify order placed live is known by its Shopify id, paid through Stripe
+    paid = {e["order"]["ref"] for e in soon if e["type"] == "payment.authorized"}
+    placed = next(
+        e
+        for e in soon
+        if (e["source"], e["type"]) == ("shopify", "order.placed") and e["order"]["ref"] in paid
+    )
+    ref = sandbox.day.desk_ref(placed["order"]["ref"])
+    assert ref != placed["order"]["ref"]
+    answer = api.get(f"/api/v1/orders/{ref}")
+    assert answer.status_code == 200, answer.text
+    order = answer.json()
+    assert (order["channel"], order["fulfillment_type"]) == (
+        "shopify",
+        placed["order"]["fulfillment_type"],
+    )
+    assert _at({"occurred_at": order["ship_by"]}) == _at(
+        {"occurred_at": placed["order"]["ship_by"]}
+    )
+    assert Decimal(order["payment"]["authorized"]) == Decimal(placed["order"]["value"])
+    assert order["system_ids"]["stripe_payment_intent"].startswith("pi_")
+    sources = {e["source"] for e in order["events"]}
+    assert {"shopify", "psp"} <= sources
+    assert not any(e["event_id"] == placed["id"] for e in order["events"])
