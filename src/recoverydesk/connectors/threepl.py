@@ -10,6 +10,8 @@ the warehouse (``order_ids["wms"]``) when the desk knows it, else by the order's
   ``reason`` when the command has them, and the command's key as ``Idempotency-Key``, so a
   retry is the same request. Accepted means the warehouse took it; its acknowledgment or
   rejection comes later as a signed webhook (``stopship.acknowledged`` / ``stopship.rejected``).
+- The playbooks' actions (``connectors.threepl_actions``): ``inventory_lookup``,
+  ``label_reprint``, ``split_shipment``, ``ship_method_update`` and ``reship``.
 
 Errors: 429, 5xx, timeouts, connection errors and garbled 2xx answers raise
 ``OutsideUnavailable`` (the job is retried later); 401, 403, 404, 409, 422 and any other 4xx
@@ -18,7 +20,6 @@ are a refusal carrying the warehouse's own message. The API key is never logged.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,13 @@ import httpx
 import structlog
 
 from recoverydesk.connectors.http import SharedClient
+from recoverydesk.connectors.threepl_actions import (
+    ACTIONS,
+    WarehouseCall,
+    json_object,
+    refusal,
+    warehouse_message,
+)
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
 
 __all__ = ["ThreePLConnector"]
@@ -49,28 +57,27 @@ class ThreePLConnector(SharedClient):
                 message="the wms_rest connection needs base_url and api_key",
                 facts={"code": "connection_incomplete"},
             )
-        ref = command.order_ids.get("wms") or command.order_ref
-        if not ref:
-            return OutsideAnswer(accepted=False, message=f"{command.action}: no order to name")
-        url = f"{base_url}/orders/{quote(str(ref), safe='')}"
-        headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         timeout = _timeout(connection.get("timeout_seconds"), self._timeout)
-        if command.action == "wms_status":
-            response = self._call("GET", url, headers=headers, timeout=timeout, action="status")
-            return _status_answer(response)
-        verb = _POSTS.get(command.action)
-        if verb is None:
-            return OutsideAnswer(
-                accepted=False,
-                message=f"the wms_rest connector does not do {command.action!r}",
-                facts={"code": "unsupported_action"},
+
+        def call(
+            method: str,
+            path: str,
+            *,
+            action: str,
+            body: dict[str, Any] | None = None,
+            key: str | None = None,
+        ) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            return self._call(
+                method, base_url + path, headers=headers, timeout=timeout, action=action, body=body
             )
-        body = {k: command.params[k] for k in _BODY_PARAMS if command.params.get(k) is not None}
-        headers["Idempotency-Key"] = command.key
-        response = self._call(
-            "POST", f"{url}/{verb}", headers=headers, timeout=timeout, action=verb, body=body
-        )
-        return _stop_answer(response)
+
+        playbook_action = ACTIONS.get(command.action)
+        if playbook_action is not None:
+            return playbook_action(call, command)
+        return _stop_or_status(call, command)
 
     def _call(
         self,
@@ -92,12 +99,31 @@ class ThreePLConnector(SharedClient):
             raise OutsideUnavailable(f"3PL {action}: {type(error).__name__}: {error}") from None
         status = response.status_code
         if status == 429 or status >= 500:
-            raise OutsideUnavailable(f"3PL {action}: HTTP {status}: {_message(response)}")
+            raise OutsideUnavailable(f"3PL {action}: HTTP {status}: {warehouse_message(response)}")
         if 300 <= status < 400:
             raise OutsideUnavailable(f"3PL {action}: unexpected redirect (HTTP {status})")
         if status >= 400:
             log.info("3PL refused", action=action, status=status)
         return response
+
+
+def _stop_or_status(call: WarehouseCall, command: OutsideCommand) -> OutsideAnswer:
+    ref = command.order_ids.get("wms") or command.order_ref
+    if not ref:
+        return OutsideAnswer(accepted=False, message=f"{command.action}: no order to name")
+    path = f"/orders/{quote(str(ref), safe='')}"
+    if command.action == "wms_status":
+        return _status_answer(call("GET", path, action="status"))
+    verb = _POSTS.get(command.action)
+    if verb is None:
+        return OutsideAnswer(
+            accepted=False,
+            message=f"the wms_rest connector does not do {command.action!r}",
+            facts={"code": "unsupported_action"},
+        )
+    body = {k: command.params[k] for k in _BODY_PARAMS if command.params.get(k) is not None}
+    response = call("POST", f"{path}/{verb}", action=verb, body=body, key=command.key)
+    return _stop_answer(response)
 
 
 def _timeout(configured: object, default: float) -> httpx.Timeout:
@@ -107,18 +133,10 @@ def _timeout(configured: object, default: float) -> httpx.Timeout:
     return httpx.Timeout(seconds, connect=min(seconds, 5.0))
 
 
-def _refusal(response: httpx.Response) -> OutsideAnswer:
-    error = _error_of(response)
-    facts: dict[str, Any] = {"http_status": response.status_code}
-    if error.get("code"):
-        facts["code"] = str(error["code"])
-    return OutsideAnswer(accepted=False, message=_message(response), facts=facts)
-
-
 def _status_answer(response: httpx.Response) -> OutsideAnswer:
     if response.status_code >= 400:
-        return _refusal(response)
-    found = _object(response)
+        return refusal(response)
+    found = json_object(response)
     status = found.get("status") if found is not None else None
     if not isinstance(status, str) or not status:
         raise OutsideUnavailable("3PL status: the answer has no status")
@@ -132,8 +150,8 @@ def _status_answer(response: httpx.Response) -> OutsideAnswer:
 
 def _stop_answer(response: httpx.Response) -> OutsideAnswer:
     if response.status_code >= 400:
-        return _refusal(response)
-    found = _object(response)
+        return refusal(response)
+    found = json_object(response)
     if found is None:
         raise OutsideUnavailable("3PL: the answer is not a JSON object")
     reference = found.get("request_id") or found.get("id")
@@ -141,30 +159,3 @@ def _stop_answer(response: httpx.Response) -> OutsideAnswer:
     return OutsideAnswer(
         accepted=True, reference=str(reference) if reference else None, facts=facts
     )
-
-
-def _object(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        value = response.json()
-    except (ValueError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _error_of(response: httpx.Response) -> dict[str, Any]:
-    found = _object(response) or {}
-    error = found.get("error")
-    if isinstance(error, dict):
-        return error
-    return found
-
-
-def _message(response: httpx.Response) -> str:
-    """The warehouse's own words: ``error.message`` (or ``message``, ``detail``, the text)."""
-    error = _error_of(response)
-    for name in ("message", "detail", "error"):
-        value = error.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:500]
-    text = response.text.strip()
-    return text[:500] if text else f"HTTP {response.status_code} {response.reason_phrase}"

@@ -6,9 +6,16 @@ status codes (400 invalid request, 401 bad key, 404 unknown object, 429, 5xx):
 
 * PaymentIntents: create (for tests; already confirmed unless ``confirm=false``:
   ``capture_method=manual`` leaves it ``requires_capture``, otherwise it is captured at once),
-  retrieve, cancel, capture with ``amount_to_capture``; a confirmed PaymentIntent has one
-  succeeded charge (``latest_charge``), an unconfirmed one none until it is paid or declined.
-* Charges: retrieve.
+  retrieve (``expand[]=latest_charge`` embeds the charge), cancel, capture with
+  ``amount_to_capture`` (400 ``charge_expired_for_capture`` once the authorization expired),
+  confirm (``payment_method``, else the one attached; ``off_session``): it succeeds, unless
+  ``decline_next`` scripted declines for it: then the attempt fails as the issuer declines it,
+  HTTP 402 ``card_error`` with ``decline_code``, ``charge`` and the ``payment_intent`` (back to
+  ``requires_payment_method``, its payment method detached and named in
+  ``last_payment_error.payment_method``). A confirmed PaymentIntent has one succeeded charge
+  (``latest_charge``), an unconfirmed one none until it is paid or declined.
+* Charges: retrieve. An authorization's charge carries
+  ``payment_method_details.card.capture_before`` (``authorization_window``, 7 days, after it).
 * Refunds: create on a ``payment_intent`` or a ``charge``, ``amount`` in minor units (the
   unrefunded rest when omitted), ``metadata``, ``reason``; refused with 400 ``amount_too_large``
   beyond the captured balance and ``charge_already_refunded`` once nothing is left; retrieve;
@@ -22,14 +29,14 @@ status codes (400 invalid request, 401 bad key, 404 unknown object, 429, 5xx):
   (``warning_under_review`` for an inquiry). Stripe's 400s: an unknown evidence field, a
   dispute already submitted or closed, a dispute past ``evidence_details.due_by``.
 * ``Idempotency-Key`` on POSTs: the same key with the same parameters replays the first
-  (successful) answer, header ``Idempotent-Replayed: true``; the same key with other parameters
-  is Stripe's 400 ``idempotency_error``.
+  (successful or declined: a 402 is kept too) answer, header ``Idempotent-Replayed: true``; the
+  same key with other parameters is Stripe's 400 ``idempotency_error``.
 
 State is in memory, behind one lock (requests are served from several threads). Tests inspect
 it with ``refunds()`` / ``payment_intent()`` / ``events()``, seed it with
 ``create_payment_intent``, act as the cardholder or the card network with ``fail_payment``,
-``confirm_payment``, ``open_dispute`` and ``early_fraud_warning``, and break it with
-``fail_with`` (every request answers that status until cleared).
+``confirm_payment``, ``decline_next``, ``open_dispute`` and ``early_fraud_warning``, and break it
+with ``fail_with`` (every request answers that status until cleared).
 ``running_stripe_emulator`` serves it with uvicorn on a free loopback port in a thread.
 
 Webhooks (with an ``outbox``, a ``WebhookOutbox("stripe")`` aimed at the desk): every change
@@ -48,7 +55,7 @@ unless set, an early fraud warning has none.
 * ``fail_payment`` (a declined attempt on an unconfirmed PaymentIntent, ``confirm=False``):
   ``charge.failed`` (the failed charge) and ``payment_intent.payment_failed`` with
   ``last_payment_error``, both for the one decline; ``confirm_payment`` then pays it (the events
-  of a confirmed PaymentIntent);
+  of a confirmed PaymentIntent); the API's confirm sends the same events, declined or paid;
 * cancel: ``payment_intent.canceled``; capture: ``charge.captured`` and
   ``payment_intent.succeeded``;
 * a refund: ``charge.refunded`` (the charge with ``amount_refunded``, and its ``refunds`` list
@@ -83,6 +90,9 @@ from recoverydesk.sandbox.serving import serve_app
 from recoverydesk.sandbox.webhook_outbox import DeliveryResult, WebhookOutbox
 
 TEST_KEY = "sk_test_x"
+CARD = "pm_card_visa"  # the payment method a confirmed PaymentIntent is paid with
+# How long a card authorization can be captured (``payment_method_details.card.capture_before``)
+AUTHORIZATION_WINDOW = timedelta(days=7)
 API_VERSION = "2022-08-01"  # the version the emulated account's events are rendered in
 # From this version on, a charge no longer embeds its ``refunds`` list.
 _CHARGE_REFUNDS_DROPPED = "2022-11-15"
@@ -90,6 +100,7 @@ WEBHOOK_USER_AGENT = "Stripe/1.0 (+https://stripe.com/docs/webhooks)"
 _UNCONFIRMED = frozenset(
     {"requires_payment_method", "requires_confirmation", "requires_action", "processing"}
 )
+_CONFIRMABLE = frozenset({"requires_payment_method", "requires_confirmation", "requires_action"})
 _CANCELABLE = frozenset(
     {
         "requires_payment_method",
@@ -112,6 +123,7 @@ class StripeProblem(Exception):
         kind: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = (
@@ -121,6 +133,7 @@ class StripeProblem(Exception):
             code,
             param,
         )
+        self.extra = dict(extra or {})  # a card error's decline_code, charge, payment_intent ...
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.kind, "message": self.message}
@@ -129,7 +142,16 @@ class StripeProblem(Exception):
             error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
         if self.param:
             error["param"] = self.param
-        return {"error": error}
+        return {"error": {**error, **self.extra}}
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """How the card issuer declines a payment attempt."""
+
+    code: str = "card_declined"
+    decline_code: str | None = "generic_decline"
+    message: str = "Your card was declined."
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +239,8 @@ class StripeEmulator:
         self._charges: dict[str, dict[str, Any]] = {}
         self._refunds: dict[str, dict[str, Any]] = {}  # in creation order
         self._disputes: dict[str, dict[str, Any]] = {}
+        self._declines: dict[str, list[Decline]] = {}  # by PaymentIntent: its next confirmations
+        self.authorization_window = AUTHORIZATION_WINDOW
         self._events: list[dict[str, Any]] = []  # every event, in creation order
         self._idempotent: dict[str, _Stored] = {}
         self._failure: int | None = None
@@ -254,32 +278,24 @@ class StripeEmulator:
         code: str = "card_declined",
         decline_code: str | None = "generic_decline",
         message: str = "Your card was declined.",
+        payment_method: str = CARD,
     ) -> dict[str, Any]:
-        """The customer's payment attempt on an unconfirmed PaymentIntent is declined: a failed
-        charge, ``last_payment_error``, status ``requires_payment_method`` and the webhooks
-        ``charge.failed`` and ``payment_intent.payment_failed``."""
+        """The customer's payment attempt (with ``payment_method``) on an unconfirmed
+        PaymentIntent is declined: a failed charge, ``last_payment_error`` (naming the payment
+        method), status ``requires_payment_method`` and the webhooks ``charge.failed`` and
+        ``payment_intent.payment_failed``."""
         with self._lock:
             intent = self._waiting_intent(intent_id)
-            charge = self._new_charge(intent, status="failed")
-            charge.update(failure_code=code, failure_message=message)
-            error: dict[str, Any] = {
-                "type": "card_error",
-                "code": code,
-                "message": message,
-                "charge": charge["id"],
-                "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}",
-            }
-            if decline_code:
-                error["decline_code"] = decline_code
-            intent.update(
-                status="requires_payment_method",
-                latest_charge=charge["id"],
-                last_payment_error=error,
-                amount_capturable=0,
-            )
-            self._emit("charge.failed", charge)
-            self._emit("payment_intent.payment_failed", intent)
+            intent["payment_method"] = payment_method
+            self._decline(intent, Decline(code, decline_code, message))
             return copy.deepcopy(intent)
+
+    def decline_next(self, intent_id: str, count: int = 1, decline: Decline = Decline()) -> None:
+        """The next ``count`` confirmations of this PaymentIntent through the API are declined
+        (402 ``card_error``, as the issuer answers); later ones succeed."""
+        with self._lock:
+            self._intent(intent_id)
+            self._declines.setdefault(intent_id, []).extend([decline] * count)
 
     def confirm_payment(self, intent_id: str) -> dict[str, Any]:
         """The customer pays an unconfirmed PaymentIntent (after a decline, say): a succeeded
@@ -409,6 +425,11 @@ class StripeEmulator:
                 methods=["POST"],
             ),
             Route(
+                "/v1/payment_intents/{id}/confirm",
+                self._endpoint(self._confirm_intent),
+                methods=["POST"],
+            ),
+            Route(
                 "/v1/payment_intents/{id}/capture",
                 self._endpoint(self._capture_intent),
                 methods=["POST"],
@@ -477,14 +498,27 @@ class StripeEmulator:
                             )
                         replay = {**headers, "Idempotent-Replayed": "true", "Idempotency-Key": key}
                         return JSONResponse(stored.body, stored.status, headers=replay)
-                    result = handler(params)
-                    self._idempotent[key] = _Stored(fingerprint, 200, result)
+                    result = self._first_time(key, fingerprint, handler, params)
                     return JSONResponse(result, 200, headers={**headers, "Idempotency-Key": key})
                 return JSONResponse(handler(params), 200, headers=headers)
             except StripeProblem as problem:
                 return JSONResponse(problem.body(), problem.status, headers=headers)
             finally:
                 self._serving = (None, None)
+
+    def _first_time(
+        self, key: str, fingerprint: str, handler: Any, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Run an idempotent request and keep its answer under the key: a success, or a card
+        error (a declined attempt happened: Stripe replays the 402, it does not try again)."""
+        try:
+            result: dict[str, Any] = handler(params)
+        except StripeProblem as problem:
+            if problem.status == 402:
+                self._idempotent[key] = _Stored(fingerprint, 402, problem.body())
+            raise
+        self._idempotent[key] = _Stored(fingerprint, 200, result)
+        return result
 
     def _authenticate(self, auth: str) -> None:
         scheme, _, credential = auth.partition(" ")
@@ -551,6 +585,7 @@ class StripeEmulator:
         if len(currency) != 3:
             raise StripeProblem(400, "Missing required param: currency.", code="parameter_missing")
         manual = params.get("capture_method") == "manual"
+        method = str(params.get("payment_method") or "") or None
         intent: dict[str, Any] = {
             "id": self._id("pi"),
             "object": "payment_intent",
@@ -559,7 +594,8 @@ class StripeEmulator:
             "amount_received": 0,
             "currency": currency,
             "capture_method": "manual" if manual else "automatic",
-            "status": "requires_payment_method",
+            "status": "requires_confirmation" if method else "requires_payment_method",
+            "payment_method": method,
             "latest_charge": None,
             "last_payment_error": None,
             "metadata": _metadata(params),
@@ -574,8 +610,11 @@ class StripeEmulator:
         return dict(intent)
 
     def _new_charge(self, intent: dict[str, Any], *, status: str) -> dict[str, Any]:
-        """A charge of the PaymentIntent, with a copy of its metadata (as Stripe makes it)."""
+        """A charge of the PaymentIntent, with a copy of its metadata (as Stripe makes it); an
+        authorization (manual capture) can be captured until ``capture_before``."""
         paid = status == "succeeded" and intent["capture_method"] == "automatic"
+        held = status == "succeeded" and not paid
+        until = self._clock() + self.authorization_window
         charge: dict[str, Any] = {
             "id": self._id("ch"),
             "object": "charge",
@@ -587,6 +626,15 @@ class StripeEmulator:
             "disputed": False,
             "currency": intent["currency"],
             "payment_intent": intent["id"],
+            "payment_method": intent.get("payment_method"),
+            "payment_method_details": {
+                "type": "card",
+                "card": {
+                    "brand": "visa",
+                    "last4": "4242",
+                    "capture_before": int(until.timestamp()) if held else None,
+                },
+            },
             "status": status,
             "paid": status == "succeeded",
             "failure_code": None,
@@ -600,6 +648,7 @@ class StripeEmulator:
 
     def _confirm(self, intent: dict[str, Any]) -> None:
         """The payment succeeds: captured at once, or authorized for a manual capture."""
+        intent["payment_method"] = intent.get("payment_method") or CARD
         charge = self._new_charge(intent, status="succeeded")
         manual = intent["capture_method"] == "manual"
         intent.update(
@@ -614,6 +663,82 @@ class StripeEmulator:
             self._emit("payment_intent.amount_capturable_updated", intent)
         else:
             self._emit("payment_intent.succeeded", intent)
+
+    def _decline(self, intent: dict[str, Any], decline: Decline) -> dict[str, Any]:
+        """An attempt with the PaymentIntent's payment method is declined: a failed charge, the
+        PaymentIntent back to ``requires_payment_method`` (its payment method detached, named in
+        ``last_payment_error``), ``charge.failed`` and ``payment_intent.payment_failed``."""
+        charge = self._new_charge(intent, status="failed")
+        charge.update(failure_code=decline.code, failure_message=decline.message)
+        error: dict[str, Any] = {
+            "type": "card_error",
+            "code": decline.code,
+            "message": decline.message,
+            "charge": charge["id"],
+            "doc_url": f"https://stripe.com/docs/error-codes/{decline.code.replace('_', '-')}",
+            "payment_method": _card(intent["payment_method"] or CARD),
+        }
+        if decline.decline_code:
+            error["decline_code"] = decline.decline_code
+        intent.update(
+            status="requires_payment_method",
+            payment_method=None,
+            latest_charge=charge["id"],
+            last_payment_error=error,
+            amount_capturable=0,
+        )
+        self._emit("charge.failed", charge)
+        self._emit("payment_intent.payment_failed", intent)
+        return error
+
+    def _confirm_intent(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``/confirm``: pay with ``payment_method`` (else the one attached); the next scripted
+        decline (``decline_next``) answers 402 ``card_error`` with the PaymentIntent."""
+        intent = self._intent(str(params["__id"]))
+        if intent["status"] not in _CONFIRMABLE:
+            raise StripeProblem(
+                400,
+                "You cannot confirm this PaymentIntent because it has a status of "
+                f"{intent['status']}.",
+                code="payment_intent_unexpected_state",
+            )
+        if str(params.get("off_session", "false")).lower() not in ("true", "false"):
+            raise StripeProblem(
+                400, "Invalid boolean", code="parameter_invalid_boolean", param="off_session"
+            )
+        method = str(params.get("payment_method") or "") or intent["payment_method"]
+        if not method:
+            raise StripeProblem(
+                400,
+                "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                "Confirm it again directly with a payment method.",
+                code="payment_intent_unexpected_state",
+                param="payment_method",
+            )
+        intent["payment_method"] = method
+        declines = self._declines.get(intent["id"])
+        if declines:
+            error = self._decline(intent, declines.pop(0))
+            shown = ("charge", "decline_code", "payment_method")
+            extra = {k: error[k] for k in shown if k in error}
+            raise StripeProblem(
+                402,
+                error["message"],
+                kind="card_error",
+                code=error["code"],
+                extra={**extra, "payment_intent": self._render(intent, params)},
+            )
+        self._confirm(intent)
+        return self._render(intent, params)
+
+    def _render(self, intent: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The PaymentIntent as answered, ``latest_charge`` expanded when ``expand`` asks."""
+        shown = copy.deepcopy(intent)
+        expand = params.get("expand")
+        wanted = expand.values() if isinstance(expand, dict) else [expand]
+        if "latest_charge" in wanted and intent["latest_charge"]:
+            shown["latest_charge"] = copy.deepcopy(self._charges[intent["latest_charge"]])
+        return shown
 
     def _waiting_intent(self, intent_id: str) -> dict[str, Any]:
         intent = self._intent(intent_id)
@@ -636,7 +761,7 @@ class StripeEmulator:
         return intent
 
     def _retrieve_intent(self, params: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._intent(str(params["__id"])))
+        return self._render(self._intent(str(params["__id"])), params)
 
     def _cancel_intent(self, params: dict[str, Any]) -> dict[str, Any]:
         intent = self._intent(str(params["__id"]))
@@ -669,6 +794,14 @@ class StripeEmulator:
                 "may be captured: requires_capture.",
                 code="payment_intent_unexpected_state",
             )
+        charge = self._charges[intent["latest_charge"]]
+        until = charge["payment_method_details"]["card"]["capture_before"]
+        if until is not None and self._timestamp() > until:
+            raise StripeProblem(
+                400,
+                "The charge cannot be captured as the authorization has expired.",
+                code="charge_expired_for_capture",
+            )
         wanted = _integer(params, "amount_to_capture") or intent["amount_capturable"]
         if wanted > intent["amount_capturable"]:
             raise StripeProblem(
@@ -679,11 +812,10 @@ class StripeEmulator:
                 param="amount_to_capture",
             )
         intent.update(status="succeeded", amount_received=wanted, amount_capturable=0)
-        charge = self._charges[intent["latest_charge"]]
         charge.update(captured=True, amount_captured=wanted)
         self._emit("charge.captured", charge, previous={"captured": False, "amount_captured": 0})
         self._emit("payment_intent.succeeded", intent)
-        return dict(intent)
+        return self._render(intent, params)
 
     def _retrieve_charge(self, params: dict[str, Any]) -> dict[str, Any]:
         charge = self._charges.get(str(params["__id"]))
@@ -980,6 +1112,16 @@ def _failure(status: int) -> StripeProblem:
         "An unknown error occurred while processing your request (emulated).",
         kind="api_error",
     )
+
+
+def _card(method: str) -> dict[str, Any]:
+    """A card PaymentMethod, as an error's ``payment_method`` shows it."""
+    return {
+        "id": method,
+        "object": "payment_method",
+        "type": "card",
+        "card": {"brand": "visa", "last4": "4242"},
+    }
 
 
 def _shown(minor: int, currency: str) -> str:
