@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from recoverydesk.domain.errors import Conflict
 from recoverydesk.domain.ledger import EntryKind, EntryStatus, LedgerEntry
 from recoverydesk.domain.stopship import Cancellation, Stage
-from recoverydesk.persistence.tables import cancellations, ledger_entries, outbound_calls
+from recoverydesk.persistence.tables import cancellations, ledger_entries, orders, outbound_calls
 from recoverydesk.services.views import cancellation_from_dict, cancellation_to_dict
 
 
@@ -203,6 +203,38 @@ class SqlLedger:
             .where(ledger_entries.c.merchant_id == merchant_id)
             .order_by(ledger_entries.c.id)
         ).all()
+        return [_entry(row) for row in rows]
+
+    def concessions(
+        self,
+        merchant_id: int,
+        *,
+        since: datetime,
+        customer_id: str | None = None,
+        customer_email: str | None = None,
+    ) -> list[LedgerEntry]:
+        """One query: the concession refunds holding money since ``since``, joined to the
+        orders' snapshots when a customer is named."""
+        holding = [s.value for s in EntryStatus if s.holds_money]
+        query = select(ledger_entries).where(
+            ledger_entries.c.merchant_id == merchant_id,
+            ledger_entries.c.kind == EntryKind.REFUND.value,
+            ledger_entries.c.status.in_(holding),
+            ledger_entries.c.created_at >= since,
+            ledger_entries.c.detail["concession"].as_string() == "yes",
+        )
+        if customer_id is not None or customer_email is not None:
+            field, value = (
+                ("id", customer_id) if customer_id is not None else ("email", customer_email)
+            )
+            query = query.join(
+                orders,
+                and_(
+                    orders.c.merchant_id == ledger_entries.c.merchant_id,
+                    orders.c.ref == ledger_entries.c.order_ref,
+                ),
+            ).where(orders.c.snapshot[("customer", field)].as_string() == value)
+        rows = self._db.execute(query.order_by(ledger_entries.c.id)).all()
         return [_entry(row) for row in rows]
 
 

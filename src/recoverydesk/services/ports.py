@@ -213,6 +213,18 @@ class Ledger(Protocol):
         self, merchant_id: int, entries: Sequence[LedgerEntry], *, now: datetime
     ) -> None: ...
 
+    def concessions(
+        self,
+        merchant_id: int,
+        *,
+        since: datetime,
+        customer_id: str | None = None,
+        customer_email: str | None = None,
+    ) -> list[LedgerEntry]:
+        """Concession refunds that hold money (pending, sent, confirmed) reserved at or after
+        ``since``; given a customer, only those on that customer's orders (matched by the
+        customer's id when given, else by email)."""
+
 
 class OutboundLog(Protocol):
     def record(
