@@ -25,12 +25,14 @@ from recoverydesk.connectors.poll_woocommerce import WooCommercePoller
 from recoverydesk.connectors.shopify_admin import ShopifyAdmin
 from recoverydesk.connectors.stripe_payments import StripePayments
 from recoverydesk.connectors.threepl import ThreePLConnector
+from recoverydesk.domain.errors import DeskError
 from recoverydesk.persistence.database import make_engine
 from recoverydesk.persistence.migrate import upgrade
 from recoverydesk.persistence.uow import SqlUnitOfWork
 from recoverydesk.sandbox.recorders import AcceptingOutside
-from recoverydesk.services import polling, stopship
+from recoverydesk.services import playbooks, polling, stopship
 from recoverydesk.services.clock import Clock, SystemClock
+from recoverydesk.services.decisions import DecisionLinks
 from recoverydesk.services.escalation import HANDLERS as ESCALATION
 from recoverydesk.services.escalation import notification_handlers
 from recoverydesk.services.group_intake import GroupIntake
@@ -143,10 +145,22 @@ def bootstrap(
             **notification_handlers(email, chat),
             **stopship.handlers(outside or OutsideRouter(CONNECTORS, AcceptingOutside())),
             **polling.handlers(POLLERS),
+            **playbooks.handlers(lambda: _decision_links(settings)),
         },
     )
     desk.metrics.watch_database(desk.database_figures)
     return desk
+
+
+def _decision_links(settings: Settings) -> DecisionLinks | None:
+    """How a worker signs the links of a decision a playbook offers: the desk's secret and
+    public address (``RECOVERYDESK_PUBLIC_URL``); None without them (the step is blocked)."""
+    if settings.public_url is None:
+        return None
+    try:
+        return DecisionLinks(settings.decision_signing_secret(), settings.public_url)
+    except DeskError:
+        return None
 
 
 def _smtp(settings: Settings) -> EmailSender | None:

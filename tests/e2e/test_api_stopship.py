@@ -189,7 +189,8 @@ def test_a_refund_on_an_order_that_still_ships_needs_to_be_a_concession(live: Li
     actions = [row for row in detail["timeline"] if row["kind"] == "payment_action"]
     assert [(a["detail"]["amount"], a["detail"]["result"]) for a in actions] == [("20.00", "sent")]
     order = agent.get("/api/v1/orders/2003").json()
-    assert [c["action"] for c in order["outbound_calls"]] == ["refund"]
+    payments = [c["action"] for c in order["outbound_calls"] if c["system"] == "payments"]
+    assert payments == ["refund"]  # once; the delay message the playbook sent is not money
 
 
 def test_cancellation_requests_that_cannot_start_are_refused(live: LiveDesk) -> None:

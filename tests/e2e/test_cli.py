@@ -220,10 +220,15 @@ def test_replay_writes_cases_actions_and_kpis_and_fires_timers(tmp_path: Path) -
     # the cancel came after the shipment: the stop-ship workflow converted it to a return
     assert cancel["cancellation"]["outcome"] == "converted_to_return"
     actions = json.loads((tmp_path / "out" / "actions.json").read_text())
+    # (the payment playbook retried 1001's authorization an hour after it failed, before the
+    # capture at 12:00; the late-shipment case asked the warehouse for the order's status)
     assert [(a["order_ref"], a["system"], a["action"]) for a in actions] == [
+        ("1001", "payments", "retry_payment"),
+        ("1001", "wms", "wms_status"),
         ("1002", "erp", "return_authorize"),
         ("1002", "email", "send_message"),
     ]
+    assert actions[0]["idempotency_key"] == "playbook:replay:1:retry_authorization:1"
     kpis = json.loads((tmp_path / "out" / "kpis.json").read_text())["merchants"]["replay"]
     assert kpis["orders"] == 2
     assert kpis["save_rate"] == {"value": 0.5, "numerator": 1, "denominator": 2}

@@ -16,7 +16,7 @@ corrects a closed case's root cause. A root cause not in the list is ``unknown_r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -25,8 +25,8 @@ from recoverydesk.domain.cases import Case, CaseStatus, Outcome
 from recoverydesk.domain.errors import InvalidInput, InvalidTransition, NotFound
 from recoverydesk.domain.ledger import EntryKind
 from recoverydesk.domain.orders import OrderView
-from recoverydesk.services import stopship
-from recoverydesk.services.decisions import DecisionOffer, offer_decision
+from recoverydesk.services import playbooks, stopship
+from recoverydesk.services.decisions import DecisionLinks, DecisionOffer, offer_decision
 from recoverydesk.services.policy import RootCauseSpec
 from recoverydesk.services.ports import Merchant, UnitOfWork
 from recoverydesk.services.triage import stage_timers, triage_for
@@ -46,6 +46,7 @@ class DeskAction(StrEnum):
     OFFER_DECISION = "offer_decision"  # ask the customer to choose (``services.decisions``)
     CLOSE = "close"  # with ``outcome`` and ``root_cause``
     SET_ROOT_CAUSE = "set_root_cause"  # of a closed case, with ``root_cause``
+    RUN_STEP = "run_step"  # a step of the case's playbook, with ``step`` (``services.playbooks``)
 
 
 MONEY_ACTIONS = frozenset({DeskAction.VOID, DeskAction.REFUND})
@@ -64,6 +65,9 @@ class CaseAction:
     offer: DecisionOffer | None = None  # for ``offer_decision``
     outcome: Outcome | None = None  # for ``close``
     root_cause: str | None = None  # for ``close`` and ``set_root_cause``
+    step: str | None = None  # for ``run_step``
+    checked: tuple[str, ...] = ()  # for ``run_step`` of a checklist: the items ticked
+    links: DecisionLinks | None = field(default=None, repr=False)  # for ``run_step``
 
 
 def act_on_case(
@@ -73,6 +77,19 @@ def act_on_case(
         return _act_on_money(uow, merchant, case_id, command, now)
     if command.action in CLOSING_ACTIONS:
         return _close(uow, merchant, case_id, command, now)
+    if command.action is DeskAction.RUN_STEP:
+        if not command.step:
+            raise InvalidInput("step: run_step needs the step's name")
+        return playbooks.run_step(
+            uow,
+            merchant,
+            case_id=case_id,
+            step=command.step,
+            checked=command.checked,
+            actor=command.actor,
+            now=now,
+            links=command.links,
+        )
     case = uow.cases.lock(merchant.id, case_id)
     if case is None:
         raise NotFound(f"no case {case_id}", code="case_not_found")

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
@@ -46,6 +46,9 @@ from recoverydesk.services.messages_compose import (
     render_message,
 )
 from recoverydesk.services.ports import IncomingEvent, Job, JobRequest, Merchant, UnitOfWork
+
+if TYPE_CHECKING:
+    from recoverydesk.services.policy import Policy
 
 log = structlog.get_logger("recoverydesk.decisions")
 
@@ -183,9 +186,7 @@ def offer_decision(
     if offer is None:
         raise InvalidInput("offer_decision needs template, choices, default and window")
     policy = triage_for(uow, merchant).policy
-    template = choose_template(policy.templates, offer.template)
     order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
-    system, recipient = _channel(order)
     decision = Decision(
         merchant_id=merchant.id,
         case_id=case.id or 0,
@@ -194,24 +195,10 @@ def offer_decision(
         default=offer.default,
         expires_at=(now + offer.window).replace(microsecond=0),
     )
-    tone, language = template.tone or policy.tone, template.language or policy.language
-    values = message_values(
-        order=order,
-        merchant=merchant.name,
-        decision=_decision_values(decision, offer.links, offer.window),
-        tone=Tone(tone),
-        language=language,
-    )
-    message = render_message(offer.template, template, values)
+    values = _decision_values(decision, offer.links, offer.window)
+    system, params = compose_message(policy, merchant, order, offer.template, values)
+    params["decision"] = decision.id
     key = f"decision:{merchant.name}:{decision.case_id}:{decision.id}:message"
-    params: dict[str, Any] = {
-        "template": offer.template,
-        **recipient,
-        "subject": message.subject,
-        "body": message.body,
-        "language": message.language,
-        "decision": decision.id,
-    }
     uow.jobs.enqueue(
         [_send(merchant, order.ref, system=system, key=key, params=params, now=now)], now=now
     )
@@ -241,6 +228,47 @@ def _decision_id(offer: DecisionOffer, now: datetime) -> str:
     if not re.match(DECISION_ID, chosen):
         raise InvalidInput(f"decision: {chosen!r} must match {DECISION_ID}")
     return chosen
+
+
+# What a template's ``decision`` is in a message that offers none (a playbook's plain message).
+NO_DECISION: dict[str, Any] = {
+    "id": "",
+    "url": "",
+    "choices": [],
+    "links": {},
+    "default": "",
+    "default_label": "",
+    "expires": "",
+    "expires_at": "",
+    "window": "",
+}
+
+
+def compose_message(
+    policy: Policy,
+    merchant: Merchant,
+    order: OrderView,
+    template_name: str,
+    decision: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """A customer message from the merchant's template (else the desk's default): the system
+    it goes through (the order's helpdesk ticket, else email) and the ``send_message`` params.
+    ``no_recipient`` when the order has neither; ``no_template``, ``template_error``."""
+    template = choose_template(policy.templates, template_name)
+    system, recipient = _channel(order)
+    tone, language = template.tone or policy.tone, template.language or policy.language
+    values = message_values(
+        order=order, merchant=merchant.name, decision=decision, tone=Tone(tone), language=language
+    )
+    message = render_message(template_name, template, values)
+    params: dict[str, Any] = {
+        "template": template_name,
+        **recipient,
+        "subject": message.subject,
+        "body": message.body,
+        "language": message.language,
+    }
+    return system, params
 
 
 def _channel(order: OrderView) -> tuple[str, dict[str, str]]:

@@ -28,7 +28,7 @@ from recoverydesk.domain.cases import Case, CaseStatus
 from recoverydesk.domain.drift import CHECK_JOB, due_checks
 from recoverydesk.domain.events import CanonicalEvent
 from recoverydesk.domain.orders import FULFILLMENT_EVENTS, OrderView
-from recoverydesk.services import ports, stopship
+from recoverydesk.services import playbooks, ports, stopship
 from recoverydesk.services.clock import Clock
 from recoverydesk.services.ports import (
     LINK_KEYS,
@@ -253,6 +253,9 @@ def _fold_into_orders(
     report.cases_closed += sum(1 for case in changed if not case.is_open)
     learned = uow.orders.save(merchant.id, list(orders.values()), at=now)
     uow.cases.save(merchant.id, changed)
+    playbooks.after_intake(
+        uow, merchant, cases=changed, orders=orders, events=batch_events, now=now
+    )
     timers = _order_timers(merchant, orders, ship_by_before, uow)
     calendar = triage_for(uow, merchant).calendar
     for case in clocked:

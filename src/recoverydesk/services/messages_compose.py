@@ -353,4 +353,25 @@ DEFAULT_TEMPLATES: dict[str, MessageTemplate] = {
         "{{ greeting }}\n\nBefore we ship your order #{{ order.ref }}, we need to confirm it "
         "was placed by you. Please choose:\n\n" + _CHOICES + "\n\n" + _UNLESS + "\n" + _END,
     ),
+    # Plain messages of the playbooks (one ask, no decision links).
+    "payment_retry_link": _default(
+        "Your order #{{ order.ref }}: please pay again",
+        "{{ greeting }}\n\nThe payment for your order #{{ order.ref }} did not go through. "
+        "Please reply to this message and we will send you a new payment link.\n" + _END,
+    ),
+    "delay_update": _default(
+        "Your order #{{ order.ref }} is delayed",
+        "{{ greeting }}\n\nYour order #{{ order.ref }} is running late. We are on it and will "
+        "write again as soon as it moves. Reply to this message if you have a question.\n" + _END,
+    ),
+    "backorder_confirmed": _default(
+        "Your order #{{ order.ref }}: we will ship it all together",
+        "{{ greeting }}\n\nThanks for waiting. We will ship your order #{{ order.ref }} as "
+        "soon as every item is in stock. Reply to this message if you change your mind.\n" + _END,
+    ),
+    "refund_status": _default(
+        "Your refund for order #{{ order.ref }}",
+        "{{ greeting }}\n\nYour refund for order #{{ order.ref }} is on its way to your "
+        "original payment method. Reply to this message if it has not arrived in 5 days.\n" + _END,
+    ),
 }

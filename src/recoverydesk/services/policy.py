@@ -25,8 +25,17 @@ from recoverydesk.domain.events import EventType
 from recoverydesk.domain.root_causes import DEFAULT_ROOT_CAUSES, RootCause
 from recoverydesk.domain.stopship import RefundOn
 from recoverydesk.domain.triage import LOSS_LIKELIHOOD, Classification, Priority
+from recoverydesk.services.address_check import AddressRules
 from recoverydesk.services.calendars import DEFAULT_CALENDAR_SPEC, CalendarSpec
-from recoverydesk.services.messages_compose import Language, MessageTemplate, Tone
+from recoverydesk.services.concessions import ConcessionPolicy
+from recoverydesk.services.messages_compose import (
+    DEFAULT_TEMPLATES,
+    Language,
+    MessageTemplate,
+    Tone,
+)
+from recoverydesk.services.playbook_config import PlaybookSpec, check_playbooks
+from recoverydesk.services.playbook_defaults import DEFAULT_PLAYBOOKS
 
 RULE_VARIABLES = frozenset({"case", "order", "event", "customer", "thresholds"})
 CODE = r"^[a-z][a-z0-9_]{0,59}$"
@@ -394,6 +403,8 @@ class StopShipSettings(Strict):
 class Thresholds(Strict):
     high_value: Annotated[Decimal, Field(ge=0, max_digits=18)] = Decimal("500")
     payment_recovery_hours: Annotated[int, Field(ge=1, le=24 * 60)] = 72
+    # How long a card authorization holds (the playbooks' ``authorization_expires`` anchor).
+    authorization_valid_for: timedelta = timedelta(days=7)
 
 
 class CategorySpec(Strict):
@@ -478,6 +489,26 @@ class Policy(Strict):
     tone: Tone = Tone.FRIENDLY
     language: Language = "en"
     templates: dict[Code, MessageTemplate] = Field(default_factory=dict)
+    # Playbooks (``services.playbook_config``): a file's entry replaces the default of its name.
+    playbooks: dict[Code, PlaybookSpec] = Field(default_factory=lambda: dict(DEFAULT_PLAYBOOKS))
+    # What the playbooks' own kinds read: the address check's carrier and country rules, the
+    # concessions matrix with its monthly budget, and the policy texts a chargeback's evidence
+    # pack quotes (refund_policy, cancellation_policy ...).
+    address: AddressRules = AddressRules()
+    concessions: ConcessionPolicy = ConcessionPolicy()
+    policies: dict[Code, str] = Field(default_factory=dict)
+
+    @field_validator("playbooks", mode="after")
+    @classmethod
+    def _with_default_playbooks(cls, own: dict[str, PlaybookSpec]) -> dict[str, PlaybookSpec]:
+        return {**DEFAULT_PLAYBOOKS, **own}
+
+    @model_validator(mode="after")
+    def _playbooks_known(self) -> Policy:
+        templates = {*DEFAULT_TEMPLATES, *self.templates}
+        categories = self.taxonomy.category_codes()
+        check_playbooks(self.playbooks, categories=categories, templates=templates)
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -502,6 +502,10 @@ class SendOutside:
                 move(uow, merchant, workflow, now)
         elif entry is not None:
             _note_payment(uow, merchant, entry, answer, now)
+        if job.payload.get("playbook"):
+            from recoverydesk.services.playbooks import on_answer
+
+            on_answer(uow, merchant, job.payload, accepted=accepted, answer=answer, now=now)
 
 
 def _lookup(command: OutsideCommand) -> OutsideCommand:

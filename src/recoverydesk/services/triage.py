@@ -315,6 +315,8 @@ def rule_context(
             "status": case.status.value,
             "age_hours": _hours(now - case.opened_at),
             "data": _plain(case.data),
+            # the customer's latest decision answer (``services.playbooks``), else ""
+            "choice": str(case.data.get("choice") or ""),
         },
         "order": _order_context(order, now),
         "event": {

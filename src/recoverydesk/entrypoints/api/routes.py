@@ -19,6 +19,7 @@ from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.cases import Outcome
 from recoverydesk.domain.errors import (
     Busy,
+    DeskError,
     Forbidden,
     InvalidEvent,
     InvalidInput,
@@ -26,12 +27,14 @@ from recoverydesk.domain.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from recoverydesk.entrypoints.api.decisions import offer_of
+from recoverydesk.entrypoints.api.decisions import decision_links, offer_of
 from recoverydesk.persistence.case_store import CaseFilter
 from recoverydesk.services import stopship
 from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.casework import MONEY_ACTIONS, CaseAction, DeskAction, act_on_case
+from recoverydesk.services.decisions import DecisionLinks
 from recoverydesk.services.merchants import Role, authenticate
+from recoverydesk.services.playbook_plan import plan_view
 from recoverydesk.services.ports import IncomingEvent, Merchant, TransientConflict
 from recoverydesk.services.views import (
     cancellation_to_dict,
@@ -184,7 +187,23 @@ def get_case(request: Request, who: Authorized, case_id: int) -> dict[str, Any]:
         timeline = uow.cases.timeline(who.merchant_id, case_id)
         body = case_detail(case, timeline)
         body.update(_stopship_of(uow, who.merchant_id, case.order_ref, case_id))
+        body["playbook"] = _playbook_of(uow, request, who, case)
     return body
+
+
+def _playbook_of(uow: Any, request: Request, who: Caller, case: Any) -> dict[str, Any] | None:
+    """The case's playbook and the plan of its steps (state, reason, due time, mode, label)."""
+    merchant = uow.merchants.by_id(who.merchant_id)
+    if merchant is None:
+        return None
+    return plan_view(uow, merchant, case, _desk(request).clock.now())
+
+
+def _links_or_none(request: Request) -> DecisionLinks | None:
+    try:
+        return decision_links(request)
+    except DeskError:  # no signing secret: a decision step says so when it runs
+        return None
 
 
 def _stopship_of(uow: Any, merchant_id: int, ref: str, case_id: int | None) -> dict[str, Any]:
@@ -246,6 +265,9 @@ class ActionBody(BaseModel):
     # close / set_root_cause
     outcome: Outcome | None = None
     root_cause: Annotated[str, Field(max_length=60)] | None = None
+    # run_step: the step of the case's playbook, and the checklist items ticked
+    step: Annotated[str, Field(max_length=60)] | None = None
+    checked: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=50)] = []
 
 
 @router.post("/cases/{case_id}/actions", tags=["cases"], summary="Act on a case")
@@ -269,6 +291,9 @@ def post_case_action(
         offer=offer_of(request, body) if body.action is DeskAction.OFFER_DECISION else None,
         outcome=body.outcome,
         root_cause=body.root_cause,
+        step=body.step,
+        checked=tuple(body.checked),
+        links=_links_or_none(request) if body.action is DeskAction.RUN_STEP else None,
     )
 
     def act(uow: Any) -> None:
@@ -281,6 +306,7 @@ def post_case_action(
         timeline = uow.cases.timeline(who.merchant_id, case_id)
         answer = case_detail(case, timeline)
         answer.update(_stopship_of(uow, who.merchant_id, case.order_ref, case_id))
+        answer["playbook"] = _playbook_of(uow, request, who, case)
     return answer
 
 
