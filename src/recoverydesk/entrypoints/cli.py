@@ -217,6 +217,64 @@ def replay(
     typer.echo(summary)
 
 
+@app.command("kpi")
+def kpi(
+    *,
+    merchant: Annotated[str, typer.Option(help="the merchant whose figures to report")],
+    week: Annotated[str | None, typer.Option(help="ISO week YYYY-Www (merchant's zone)")] = None,
+    first: Annotated[str | None, typer.Option("--from", help="first day, YYYY-MM-DD")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="last day (included)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or html")] = "json",
+    out: Annotated[Path | None, typer.Option(help="write to this file, not stdout")] = None,
+) -> None:
+    """The KPI report (KPIS.md) of a week or a date range from the desk's own data."""
+    from recoverydesk.reports.weekly_report import ReportFormat, render, weekly_figures
+
+    if fmt not in {f.value for f in ReportFormat}:
+        raise fail(f"--format {fmt!r}: use json, csv or html")
+    desk = _open_desk()
+
+    def body() -> str:
+        with desk.engine.connect() as db:
+            figures = weekly_figures(db, merchant, week=week, first=first, last=last)
+        return render(figures, ReportFormat(fmt))
+
+    text = guarded(body)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise fail(f"{out}: cannot write ({error.strerror or error})") from None
+    typer.echo(f"wrote {out}")
+
+
+@app.command("assess")
+def assess(
+    files: Annotated[list[Path], typer.Argument(help="order export CSV file(s)")],
+    out: Annotated[Path, typer.Option(help="the folder for report.html, summary.json, cases.csv")],
+    mapping: Annotated[Path | None, typer.Option(help="a column mapping (YAML or JSON)")] = None,
+    profile: Annotated[str | None, typer.Option(help="a built-in profile, e.g. amazon")] = None,
+) -> None:
+    """The assessment job: an order export in, recovery figures and a starter config out."""
+    from recoverydesk.reports.assess import run_assessment
+    from recoverydesk.reports.assess.stages import assess_progress
+
+    with assess_progress() as progress:
+        result = guarded(
+            lambda: run_assessment(
+                files, out=out, mapping=mapping, profile=profile, progress=progress
+            )
+        )
+    figures = result.summary["figures"]
+    typer.echo(
+        f"{figures['orders']} orders, cancellation rate "
+        f"{figures['cancellation_rate']['value']}, {figures['cases']} cases: "
+        f"{out / 'report.html'}"
+    )
+
+
 @app.command("serve")
 def serve(
     host: str = "127.0.0.1",

@@ -85,6 +85,7 @@ events = Table(
     Column("raw", Text, nullable=False),
     UniqueConstraint("merchant_id", "event_id", name="uq_events_merchant_event"),
     Index("ix_events_order", "merchant_id", "order_ref", "occurred_at"),
+    Index("ix_events_type", "merchant_id", "type", "occurred_at"),  # KPIs: disputes, captures
 )
 
 orders = Table(
@@ -181,6 +182,8 @@ cases = Table(
     Column("escalations", JSONDoc, nullable=False, server_default="[]"),
     Index("ix_cases_order", "merchant_id", "order_ref"),
     Index("ix_cases_status", "merchant_id", "status", "opened_at"),
+    Index("ix_cases_closed", "merchant_id", "closed_at"),  # KPIs by close time
+    Index("ix_cases_first_touch", "merchant_id", "first_touched_at"),  # first-touch SLA
     Index(
         "ix_cases_queue_page",
         "merchant_id",
@@ -292,6 +295,7 @@ cancellations = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_cancellations_order", "merchant_id", "order_ref"),
     Index("ix_cancellations_case", "merchant_id", "case_id"),
+    Index("ix_cancellations_requested", "merchant_id", "requested_at"),  # time to cancel
     Index(
         "uq_cancellations_one_open_per_order",
         "merchant_id",

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import DeskError, PayloadTooLarge
-from recoverydesk.entrypoints.api import decisions, routes, webhooks
+from recoverydesk.entrypoints.api import decisions, kpis, routes, webhooks
 from recoverydesk.entrypoints.errors import error_body, http_status
 from recoverydesk.entrypoints.worker import WorkerThread
 
@@ -53,6 +53,7 @@ def create_app(desk: Desk, *, run_worker: bool = False) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(webhooks.router)
     app.include_router(decisions.router)
+    app.include_router(kpis.router)
     _add_operations(app, desk)
     return app
 
