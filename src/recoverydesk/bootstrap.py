@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +18,7 @@ from recoverydesk.connectors.adyen_payments import AdyenPayments
 from recoverydesk.connectors.messages import SmtpMessages, ZendeskMessages
 from recoverydesk.connectors.netsuite import NetSuiteConnector, NetSuitePoller
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
-from recoverydesk.connectors.outbound import OutsideRouter
+from recoverydesk.connectors.outbound import CircuitBreaker, OutsideRouter
 from recoverydesk.connectors.poll_amazon import AmazonOrdersPoller
 from recoverydesk.connectors.poll_threepl import ThreePLPoller
 from recoverydesk.connectors.poll_woocommerce import WooCommercePoller
@@ -44,7 +44,8 @@ from recoverydesk.services.timers import HANDLERS as TIMERS
 from recoverydesk.telemetry import Metrics
 
 # The connectors by kind (``connectors.outbound.<system>.kind`` in a merchant's file) and the
-# pollers by kind (``connectors.polling.<name>.kind``).
+# pollers by kind (``connectors.polling.<name>.kind``). A desk on another clock than the system's
+# (replay, tests) gets its own Stripe connector reading that clock (an authorization's hours left).
 CONNECTORS: dict[str, OutsideSystems] = {
     "stripe": StripePayments(),
     "adyen": AdyenPayments(),
@@ -69,6 +70,8 @@ class Desk:
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     handlers: dict[str, JobHandler] = field(default_factory=dict)
+    # What the desk made for itself and closes with it (a connector reading the desk's clock).
+    on_close: list[Callable[[], None]] = field(default_factory=list)
     _grouped: GroupIntake = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,8 @@ class Desk:
 
     def close(self) -> None:
         self._grouped.close()
+        for close in self.on_close:
+            close()
         self.engine.dispose()
 
 
@@ -135,19 +140,27 @@ def bootstrap(
     chat = chat or WebhookChatSender(
         httpx.Client(timeout=10.0), secret=settings.chat_webhook_secret
     )
+    clock = clock or SystemClock()
+    own_time = outside is None and not isinstance(clock, SystemClock)
+    timed = StripePayments(clock=clock) if own_time else None
+    if outside is None:
+        chosen = CONNECTORS if timed is None else {**CONNECTORS, "stripe": timed}
+        outside = OutsideRouter(chosen, AcceptingOutside(), breaker=CircuitBreaker(clock=clock))
     desk = Desk(
         settings=settings,
         engine=make_engine(settings.database_url),
-        clock=clock or SystemClock(),
+        clock=clock,
         handlers={
             **TIMERS,
             **ESCALATION,
             **notification_handlers(email, chat),
-            **stopship.handlers(outside or OutsideRouter(CONNECTORS, AcceptingOutside())),
+            **stopship.handlers(outside),
             **polling.handlers(POLLERS),
             **playbooks.handlers(lambda: _decision_links(settings)),
         },
     )
+    if timed is not None:
+        desk.on_close.append(timed.close)
     desk.metrics.watch_database(desk.database_figures)
     return desk
 

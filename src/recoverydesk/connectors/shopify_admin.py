@@ -13,8 +13,9 @@ Actions:
   ``fulfillmentOrderHold`` with a hold ``handle`` derived from the desk's key, so a repeat finds
   its own hold and sends nothing.
 * ``release_hold`` (``hold_key``: the key of the hold command to release; default every hold the
-  desk placed): ``fulfillmentOrderReleaseHold`` with the desk's hold ids only (other apps' and the
-  merchant's holds stay). Nothing of the desk's left to release is a harmless repeat.
+  desk placed; ``hold_type``: also every hold of that type — fraud, address, inventory, payment —
+  whoever placed it): ``fulfillmentOrderReleaseHold`` with those hold ids only (other holds
+  stay). Nothing left to release is a harmless repeat.
 * ``wms_cancel`` (``message``): ``fulfillmentOrderSubmitCancellationRequest`` on each fulfillment
   order the fulfillment service accepted; the 3PL's acknowledgment comes later as a webhook.
   One already ``CANCELLATION_REQUESTED`` (or cancelled/closed) is not asked again.
@@ -65,6 +66,15 @@ HOLD_REASONS = frozenset(
         "OTHER",
     }
 )
+# The desk's hold types (``hold.placed`` ``data.hold_type``) by Shopify's hold reasons: a
+# ``release_hold`` with ``hold_type`` frees the holds of that type whoever placed them (Shopify's
+# fraud check, a Flow, staff), not only the desk's own.
+HOLD_TYPE_REASONS = {
+    "fraud": frozenset({"HIGH_RISK_OF_FRAUD"}),
+    "address": frozenset({"INCORRECT_ADDRESS"}),
+    "inventory": frozenset({"INVENTORY_OUT_OF_STOCK"}),
+    "payment": frozenset({"AWAITING_PAYMENT"}),
+}
 CANCEL_REASONS = frozenset({"CUSTOMER", "DECLINED", "FRAUD", "INVENTORY", "STAFF", "OTHER"})
 _VERSION = re.compile(r"^(\d{4}-\d{2}|unstable)$")
 _ADDRESS_FIELDS = {
@@ -454,6 +464,7 @@ def _release(api: _Api, command: OutsideCommand, version: str) -> OutsideAnswer:
     with_handles = _at_least(version, HANDLES_FROM)
     hold_key = command.params.get("hold_key")
     wanted = hold_handle(str(hold_key)) if hold_key else None
+    types = HOLD_TYPE_REASONS.get(str(command.params.get("hold_type") or ""), frozenset())
     released: list[str] = []
     for fo in fos:
         if fo.get("status") != "ON_HOLD":
@@ -462,15 +473,7 @@ def _release(api: _Api, command: OutsideCommand, version: str) -> OutsideAnswer:
             api.mutate(RELEASE_ALL, {"id": fo["id"]}, "fulfillmentOrderReleaseHold")
             released.append(str(fo["id"]))
             continue
-        ids = [
-            str(h["id"])
-            for h in fo.get("fulfillmentHolds") or []
-            if (
-                h.get("handle") == wanted
-                if wanted
-                else str(h.get("handle") or "").startswith(HOLD_PREFIX)
-            )
-        ]
+        ids = [str(h["id"]) for h in fo.get("fulfillmentHolds") or [] if _freed(h, wanted, types)]
         if ids:
             api.mutate(RELEASE, {"id": fo["id"], "holdIds": ids}, "fulfillmentOrderReleaseHold")
             released.append(str(fo["id"]))
@@ -479,6 +482,15 @@ def _release(api: _Api, command: OutsideCommand, version: str) -> OutsideAnswer:
         reference=gid,
         facts={"released": released, "already_released": not released},
     )
+
+
+def _freed(hold: Mapping[str, Any], wanted: str | None, reasons: frozenset[str]) -> bool:
+    """Whether a release frees this hold: the one named by its key; else the desk's own holds
+    and those of the hold type asked for (``hold_type``), whoever placed them."""
+    handle = str(hold.get("handle") or "")
+    if wanted:
+        return handle == wanted
+    return handle.startswith(HOLD_PREFIX) or str(hold.get("reason") or "") in reasons
 
 
 def _cancellation_request(api: _Api, command: OutsideCommand, version: str) -> OutsideAnswer:

@@ -81,6 +81,17 @@ _OPENS: dict[EventType, Category] = {
     EventType.SHIP_BY_MISSED: Category.LATE_SHIPMENT_RISK,
 }
 
+# A helpdesk ticket opens a case by its ``data.topic`` (the desk's default openers; a merchant's
+# own ``openers`` can open cases of its own categories from other topics).
+_TICKET_TOPICS: dict[str, Category] = {
+    "refund": Category.REFUND_REQUEST,
+    "refund_status": Category.REFUND_REQUEST,
+    **dict.fromkeys(
+        ("reship", "compensation", "concession", "damaged", "missing_item"),
+        Category.CONCESSION_REQUEST,
+    ),
+}
+
 _SHIPPING_CLOSES = PRE_FULFILMENT - {Category.CHANGE_REQUEST}
 
 Stamp = tuple[str, str, datetime]  # an event on an episode: id, type, when it happened
@@ -153,6 +164,8 @@ class Episode:
 def opening_category(event: CanonicalEvent) -> Category | None:
     if event.type is EventType.HOLD_PLACED:
         return HOLD_CATEGORY[str(event.data["hold_type"])]
+    if event.type is EventType.TICKET_CREATED:
+        return _TICKET_TOPICS.get(str(event.data.get("topic") or "").strip().lower())
     return _OPENS.get(event.type)
 
 
@@ -164,7 +177,9 @@ _CONFIRMS: dict[EventType, Closure] = {
         _SHIPPING_CLOSES | {Category.DELIVERY_EXCEPTION}, Outcome.DELIVERED
     ),
     EventType.RETURN_RECEIVED: Closure(frozenset({Category.DELIVERY_EXCEPTION}), Outcome.RETURNED),
-    EventType.PAYMENT_REFUNDED: Closure(frozenset({Category.REFUND_REQUEST}), Outcome.REFUNDED),
+    EventType.PAYMENT_REFUNDED: Closure(
+        frozenset({Category.REFUND_REQUEST, Category.CONCESSION_REQUEST}), Outcome.REFUNDED
+    ),
 }
 
 
@@ -390,7 +405,10 @@ def _open_drift(
     return episode
 
 
-_CASE_FACTS = ("due_by", "amount", "reason", "kind", "sku", "available", "change", "requested_by")
+_CASE_FACTS = (
+    *("due_by", "amount", "reason", "kind", "sku", "available", "change", "requested_by"),
+    *("topic", "substitute"),  # a ticket's topic, the substitute a warehouse names for a sku
+)
 
 
 def _facts(event: CanonicalEvent) -> dict[str, Any]:

@@ -27,6 +27,10 @@ from recoverydesk.services.intake import IngestReport
 from recoverydesk.services.ports import IncomingEvent, Merchant
 
 DEFAULT_MERCHANT = "replay"
+# Where a decision link points in replay when ``RECOVERYDESK_PUBLIC_URL`` is not set: the links
+# lead nowhere (the stream's ``customer.replied`` events answer), but a playbook's decision step
+# is offered as it would be live instead of being blocked for want of links.
+REPLAY_PUBLIC_URL = "https://replay.invalid"
 
 
 def _load(events: Path) -> list[IncomingEvent]:
@@ -63,8 +67,11 @@ def run_replay(events: Path, *, out: Path, config: Path | None, until: str | Non
     with tempfile.TemporaryDirectory(prefix="recoverydesk-replay-") as scratch:
         url = f"sqlite:///{Path(scratch) / 'replay.db'}"
         recorded = RecordedActions(clock)
+        settings = Settings(database_url=url)
+        if settings.public_url is None:
+            settings = settings.model_copy(update={"public_url": REPLAY_PUBLIC_URL})
         desk = bootstrap(
-            Settings(database_url=url),
+            settings,
             clock=clock,
             email=RecordingEmail(recorded),
             chat=RecordingChat(recorded),

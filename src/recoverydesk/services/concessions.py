@@ -186,10 +186,11 @@ def _others(entries: list[LedgerEntry], except_case: int | None) -> list[LedgerE
 def problem_for(params: Mapping[str, Any], case: Case) -> ProblemKind | None:
     """The step's ``kind`` param (a concession or delivery exception kind; None when it is
     neither), else the case's own facts (a delivery exception's ``kind``, a request's
-    ``reason``), else ``other``."""
+    ``reason``, a ticket's ``topic``), else ``other``."""
     given = params.get("kind")
     if given is None:
-        return problem_of(case.data.get("kind") or case.data.get("reason"))
+        found = (problem_of(case.data.get(fact)) for fact in ("kind", "reason", "topic"))
+        return next((kind for kind in found if kind is not ProblemKind.OTHER), ProblemKind.OTHER)
     text = str(given)
     if text in DELIVERY_PROBLEMS:
         return DELIVERY_PROBLEMS[text]

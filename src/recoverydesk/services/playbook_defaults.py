@@ -97,13 +97,13 @@ change_request:
        when: '{_NOT_SHIPPED} && has(case.data.change) && order.hours_to_ship_by > 0.0',
        params: {{system: wms, action: wms_hold}}, label: Hold the order while it changes}}
     - {{name: update_address, do: command,
-       when: 'has(case.data.change) && case.data.change == "address"',
+       when: '{_NOT_SHIPPED} && has(case.data.change) && case.data.change == "address"',
        params: {{system: storefront, action: address_update}}, label: Update the address}}
     - {{name: update_ship_method, do: command,
-       when: 'has(case.data.change) && case.data.change == "ship_method"',
+       when: '{_NOT_SHIPPED} && has(case.data.change) && case.data.change == "ship_method"',
        params: {{system: wms, action: ship_method_update}}, label: Change the ship method}}
     - {{name: swap_line, do: command,
-       when: 'has(case.data.change) && case.data.change == "swap"',
+       when: '{_NOT_SHIPPED} && has(case.data.change) && case.data.change == "swap"',
        params: {{system: storefront, action: line_swap}}, label: Swap the item}}
     - {{name: edit_by_hand, do: check, mode: manual,
        when: 'has(case.data.change) && case.data.change == "edit"',
@@ -121,7 +121,7 @@ wms_exception:
     - {{name: delay_notice, do: message, requires: {CONTACT},
        when: 'case.category == "late_shipment_risk" && {_NOT_SHIPPED}',
        params: {{template: delay_update}}, label: Tell the customer about the delay}}
-    - {{name: carrier_trace, do: command, mode: suggested,
+    - {{name: carrier_trace, do: command, mode: suggested, requires: [order.tracking],
        when: 'order.fulfillment == "shipped"',
        params: {{system: carrier, action: trace}}, label: Trace the carrier hand-off}}
     - {{name: pick_pack_check, do: check, mode: manual, when: '{_NOT_SHIPPED}',
@@ -141,7 +141,7 @@ delivery_exception:
     - {{name: replacement_or_refund, do: concession,
        when: 'has(case.data.kind) && case.data.kind in ["lost", "damaged"]',
        label: Reship or refund (the concessions matrix decides)}}
-    - {{name: carrier_claim, do: command,
+    - {{name: carrier_claim, do: command, requires: [order.tracking],
        when: 'has(case.data.kind) && case.data.kind in ["lost", "damaged"]',
        params: {{system: carrier, action: claim}}, label: File a carrier claim}}
 

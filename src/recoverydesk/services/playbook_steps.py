@@ -1,7 +1,14 @@
 """The desk's own kinds of playbook step (``do:`` in a playbook), each a ``StepKind``.
 
 - ``command``: one call to a merchant's system (``params.system``, ``params.action`` and the
-  call's own ``params.params``), sent by the outbox.
+  call's own ``params.params``), sent by the outbox. What the action needs from the case comes
+  with it (``command_params``): the short sku of an ``inventory_lookup``, the substitute of a
+  ``line_swap`` (the step's ``params.substitutions`` map, sku -> substitute, else the case's
+  ``substitute``), the lines still to ship of a ``split_shipment``, the order's shipping address
+  of an ``address_update``, the tracking number of a carrier ``claim`` or ``trace``, the amount
+  of a ``retry_payment``, the reason of a ``wms_hold`` or ``label_reprint``, the refund intent
+  of a ``refund_lookup``; the step's own ``params.params`` win. A call missing what it needs is
+  blocked (``line_swap needs substitute: ...``) and left to a person.
 - ``message``: a customer message from a template (``params.template``), through the order's
   helpdesk ticket, else by email; rendered as a decision's message is, without choices.
 - ``decision``: ask the customer to choose (``services.decisions.offer_decision``);
@@ -18,6 +25,7 @@ from typing import Any
 
 from recoverydesk.domain.cases import CaseStatus
 from recoverydesk.domain.errors import DeskError
+from recoverydesk.domain.ledger import EntryKind
 from recoverydesk.services import stopship
 from recoverydesk.services.decisions import NO_DECISION, compose_message, make_offer, offer_decision
 from recoverydesk.services.escalation import NOTIFY_CHAT, NOTIFY_EMAIL
@@ -28,9 +36,70 @@ from recoverydesk.services.ports import JobRequest
 
 
 def command_step(ctx: StepContext) -> StepOutcome:
-    params = ctx.params.get("params") or {}
-    call = OutsideCall(str(ctx.params["system"]), str(ctx.params["action"]), dict(params))
+    action = str(ctx.params["action"])
+    params = {**command_params(ctx, action), **(ctx.params.get("params") or {})}
+    missing = next((need for need in _NEEDS.get(action, ()) if not params.get(need[0])), None)
+    if missing is not None:
+        return StepOutcome(blocked=f"{action} needs {missing[0]}: {missing[1]}")
+    call = OutsideCall(str(ctx.params["system"]), action, params)
     return StepOutcome(calls=(call,))
+
+
+# What an action cannot go without, and why it may be missing.
+_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "inventory_lookup": (("sku", "the case names no sku"),),
+    "line_swap": (
+        ("sku", "the case names no sku"),
+        ("substitute", "no substitute is known (the step's params.substitutions)"),
+    ),
+    "split_shipment": (("lines", "no line of the order is left to ship now"),),
+    "address_update": (("address", "the order has no shipping address"),),
+    "claim": (("tracking", "the order has no tracking number yet"),),
+    "trace": (("tracking", "the order has no tracking number yet"),),
+}
+
+
+def command_params(ctx: StepContext, action: str) -> dict[str, Any]:
+    """What the case and its order tell the action (None where they do not know)."""
+    case, order = ctx.case, ctx.order
+    sku = case.data.get("sku")
+    line = order.lines.get(str(sku)) if sku else None
+    if action == "inventory_lookup":
+        return {"sku": sku, "qty": line.qty if line and line.qty else 1}
+    if action == "line_swap":
+        substitutes = ctx.params.get("substitutions") or {}
+        substitute = substitutes.get(sku) or case.data.get("substitute")
+        return {"sku": sku, "substitute": substitute, "qty": line.qty if line and line.qty else 1}
+    if action == "split_shipment":
+        ready = [
+            {"sku": code, "qty": item.qty or 1}
+            for code, item in sorted(order.lines.items())
+            if code != sku and not item.cancelled
+        ]
+        return {"lines": ready, "held_back": [sku] if sku else []}
+    if action == "address_update":
+        return {"address": dict(order.shipping_address or {})}
+    if action in {"claim", "trace"}:
+        tracking = order.tracking[-1] if order.tracking else None
+        return {"tracking": tracking, "carrier": order.carrier, "kind": case.data.get("kind")}
+    return _reason_params(ctx, action)
+
+
+def _reason_params(ctx: StepContext, action: str) -> dict[str, Any]:
+    case, order = ctx.case, ctx.order
+    if action == "retry_payment" and order.value is not None:
+        return {"amount": str(order.value), "currency": order.currency}
+    if action == "wms_hold":
+        return {"reason": str(case.category)}
+    if action == "release_hold" and case.hold_type:
+        return {"hold_type": case.hold_type}
+    if action == "label_reprint" and case.data.get("reason"):
+        return {"reason": case.data["reason"]}
+    if action == "refund_lookup":
+        entries = ctx.uow.ledger.for_order(ctx.merchant.id, order.ref)
+        refunds = [e for e in entries if e.kind is EntryKind.REFUND]
+        return {"intent": refunds[-1].key} if refunds else {}
+    return {}
 
 
 def message_step(ctx: StepContext) -> StepOutcome:

@@ -139,6 +139,22 @@ def _timer(merchant: Merchant, case: Case, step_plan: StepPlan) -> JobRequest:
     )
 
 
+_NOT_FACTS = frozenset({"reference", "message", "skipped"})
+
+
+def _replan(
+    merchant: Merchant, case: Case, payload: Mapping[str, Any], now: datetime
+) -> JobRequest:
+    """A ``playbook.step`` job due now, once per answered call."""
+    return JobRequest(
+        merchant_id=merchant.id,
+        kind=PLAYBOOK_STEP,
+        key=f"playbook:{case.id}:answer:{payload.get('key')}",
+        due_at=now,
+        payload={"case_id": case.id, "step": None, "attempt": None},
+    )
+
+
 def _note(job: StepRun, case: Case, step_plan: StepPlan) -> None:
     """A blocked step once per reason, a suggested step once per attempt."""
     if step_plan.state is StepState.BLOCKED:
@@ -425,11 +441,19 @@ def on_answer(
         "reference": answer.get("reference"),
         "message": why,
     }
+    facts = {k: v for k, v in answer.items() if k not in _NOT_FACTS and v is not None}
+    if facts:
+        detail["facts"] = facts
     case.record(now, "playbook_answer", str(payload.get("system")), detail)
+    steps = dict(steps_of(case))
+    # What the system answered (the stock it found, a second decline ...) is a fact later
+    # steps' conditions read: ``steps.locate_stock.answer.locations``.
+    steps[step] = {**steps.get(step, {}), "answer": facts}
     if not accepted:
-        steps = dict(steps_of(case))
-        steps[step] = {**steps.get(step, {}), "refused": str(why or "refused")}
-        case.data = {**case.data, STEPS: steps}
+        steps[step]["refused"] = str(why or "refused")
         text = f"{payload.get('system')} refused step {step} ({why or 'no reason given'}): "
         case.record(now, "note", actor, {"text": text + "a person takes it from here"})
+    case.data = {**case.data, STEPS: steps}
+    if case.is_open:  # the answer may make a step apply: plan again now
+        uow.jobs.enqueue([_replan(merchant, case, payload, now)], now=now)
     uow.cases.save(merchant.id, [case])
