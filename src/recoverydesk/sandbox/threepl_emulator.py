@@ -17,20 +17,9 @@ The API (JSON, ``Authorization: Bearer <api key>``; errors are
   The warehouse's answer comes later as a webhook. A repeat with the same key and the same
   request is answered exactly as the first time and does nothing; the same key with another
   request is 422. A shipped order is 409, an unknown sku 422, a read-only key 403.
-- The playbooks' actions, each under an ``Idempotency-Key`` as above (recorded in
-  ``performed``):
-  ``GET /inventory/{sku}``: ``{"sku", "locations": [{"location", "available"}],
-  "total_available"}`` from the stock ``set_stock(sku, {location: qty})`` keeps; 404 an
-  unknown sku. ``POST /orders/{ref}/label`` ``{"reason"?}``: 201 ``{"label_id", "tracking",
-  "carrier", "order"}`` (409 cancelled or delivered). ``POST /orders/{ref}/split``
-  ``{"lines"}``: the lines to ship now and the rest, 201 ``{"order", "shipments": [{"id",
-  "lines", "status": released|backordered}]}`` (409 shipped, cancelled or already split; 422
-  lines the order does not have, or all of them). ``POST /orders/{ref}/ship-method``
-  ``{"method"}`` (one of ``SHIP_METHODS``): ``{"order", "ship_method", "previous"}`` (409
-  shipped or cancelled). ``POST /orders`` ``{"reship_of", "lines", "reason", "ship_method"?}``:
-  a new order ``{reship_of}-R{n}`` sending those lines again, taken from the locations with most
-  stock (``picked_from``; 409 ``insufficient_stock``; skus whose stock is not kept are not
-  counted), 201 with the new order's view.
+- The playbooks' actions (``GET /inventory/{sku}``, ``POST /orders/{ref}/label``, ``/split``,
+  ``/ship-method``, and ``POST /orders`` with ``reship_of``), each under an ``Idempotency-Key``
+  as above and recorded in ``performed``: see ``sandbox.threepl_emulator_actions``.
 
 What the warehouse answers to an accepted hold/cancel is its ``AckBehaviour`` (per order, else
 the emulator's): ``ack`` (``stopship.acknowledged`` after ``delay``), ``late`` (the same after
@@ -55,7 +44,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -68,6 +57,21 @@ from starlette.routing import Route
 
 from recoverydesk.connectors.signatures import sign
 from recoverydesk.sandbox.serving import serve_app
+from recoverydesk.sandbox.threepl_emulator_actions import WarehouseActions
+from recoverydesk.sandbox.threepl_orders import (
+    LATE,
+    SHIP_METHODS,
+    STATUSES,
+    AckBehaviour,
+    Action,
+    ApiError,
+    ReceivedRequest,
+    Take,
+    WarehouseOrder,
+    json_object,
+    parse_behaviour,
+    parse_lines,
+)
 
 __all__ = [
     "LATE",
@@ -80,44 +84,8 @@ __all__ = [
     "ThreePLEmulator",
     "serve_emulator",
 ]
-
-STATUSES = ("not_released", "released", "picking", "packed", "shipped", "delivered")
-SHIP_METHODS = ("standard", "economy", "expedited", "two_day", "overnight")
-LATE = timedelta(hours=3)
-AckMode = Literal["ack", "late", "reject", "never"]
-Action = Literal["hold", "cancel", "label", "split", "ship_method", "reship"]
-_MODES = ("ack", "late", "reject", "never")
 _SHIPPED = STATUSES.index("shipped")
 _PACKED = STATUSES.index("packed")
-_DELIVERED = STATUSES.index("delivered")
-
-
-@dataclass(frozen=True, slots=True)
-class AckBehaviour:
-    """How the warehouse answers an accepted hold or cancel."""
-
-    mode: AckMode = "ack"
-    delay: timedelta = timedelta(0)
-    message: str = "already packed"
-
-    @property
-    def answer_after(self) -> timedelta:
-        return LATE + self.delay if self.mode == "late" else self.delay
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedRequest:
-    """A request the warehouse took (a repeat of an idempotent request is not one)."""
-
-    request_id: str
-    action: Action
-    ref: str
-    key: str
-    body: dict[str, Any]
-    at: datetime
-
-
-_Take = Callable[[str, str, dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,41 +98,6 @@ class DeliveryResult:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@dataclass(slots=True)
-class _Order:
-    ref: str
-    status: str
-    lines: dict[str, int]
-    ack: AckBehaviour | None
-    step_every: timedelta | None
-    next_step_at: datetime | None
-    held: bool = False
-    cancelled: bool = False
-    waiting: int = 0  # stops accepted and not answered yet (progress pauses meanwhile)
-    steps: int = 0
-    changed_at: datetime | None = None  # the last change of status, hold or cancellation
-    ship_method: str = "standard"
-    shipments: list[dict[str, Any]] = field(default_factory=list)  # after a split
-    labels: int = 0  # labels printed again
-    reship_of: str | None = None
-
-    def view(self) -> dict[str, Any]:
-        found = {
-            "ref": self.ref,
-            "status": self.status,
-            "held": self.held,
-            "cancelled": self.cancelled,
-            "lines": _line_list(self.lines),
-            "ship_method": self.ship_method,
-            "shipments": [dict(s) for s in self.shipments],
-        }
-        return found | ({"reship_of": self.reship_of} if self.reship_of else {})
-
-    @property
-    def paused(self) -> bool:
-        return self.waiting > 0 or self.held or self.cancelled
 
 
 @dataclass(slots=True)
@@ -190,16 +123,6 @@ class _Failure:
     message: str
 
 
-class _HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"code": self.code, "message": self.message}}
-        return JSONResponse(body, status_code=self.status)
-
-
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -208,7 +131,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class ThreePLEmulator:
+class ThreePLEmulator(WarehouseActions):
     """One warehouse: its orders, its API keys and where it posts its webhooks.
 
     ``clock`` is the warehouse's time (when answers and steps fall due, and their
@@ -233,7 +156,7 @@ class ThreePLEmulator:
         self._clock = clock
         self._http = http
         self._lock = threading.RLock()
-        self._orders: dict[str, _Order] = {}
+        self._orders: dict[str, WarehouseOrder] = {}
         self._idempotent: dict[str, tuple[str, int, dict[str, Any]]] = {}
         self._answers: list[_Answer] = []
         self._outbox: list[_Outgoing] = []
@@ -276,7 +199,7 @@ class ThreePLEmulator:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         with self._lock:
             now = self._clock()
-            order = _Order(
+            order = WarehouseOrder(
                 ref=ref,
                 status=status,
                 lines=dict(lines or {}),
@@ -292,18 +215,6 @@ class ThreePLEmulator:
         with self._lock:
             found = self._orders.get(ref)
             return found.view() if found else None
-
-    def set_stock(self, sku: str, locations: Mapping[str, int]) -> None:
-        """What is available of ``sku`` at each location (replacing what was known)."""
-        if any(qty < 0 for qty in locations.values()):
-            raise ValueError("stock cannot be negative")
-        with self._lock:
-            self._stock[sku] = dict(locations)
-
-    def stock(self, sku: str) -> dict[str, int] | None:
-        with self._lock:
-            found = self._stock.get(sku)
-            return dict(found) if found is not None else None
 
     def set_status(self, ref: str, status: str) -> None:
         """Move an order to ``status`` now, with the progress webhook of that step."""
@@ -398,7 +309,7 @@ class ThreePLEmulator:
                 self._step_to(order, STATUSES[STATUSES.index(order.status) + 1], at)
                 order.next_step_at = at + order.step_every
 
-    def _step_to(self, order: _Order, status: str, at: datetime) -> None:
+    def _step_to(self, order: WarehouseOrder, status: str, at: datetime) -> None:
         order.status = status
         order.steps += 1
         order.changed_at = at
@@ -407,7 +318,7 @@ class ThreePLEmulator:
             self._queue(f"{order.ref}:step{order.steps}", f"fulfillment.{status}", order, at, data)
 
     def _queue(
-        self, suffix: str, kind: str, order: _Order, at: datetime, data: dict[str, Any]
+        self, suffix: str, kind: str, order: WarehouseOrder, at: datetime, data: dict[str, Any]
     ) -> None:
         event = {
             "id": f"wms:{suffix}",
@@ -454,34 +365,34 @@ class ThreePLEmulator:
         scheme, _, key = header.partition(" ")
         role = self._keys.get(key.strip()) if scheme.lower() == "bearer" else None
         if role is None:
-            raise _HttpError(401, "unauthorized", "invalid or missing API key")
+            raise ApiError(401, "unauthorized", "invalid or missing API key")
         if write and role != "write":
-            raise _HttpError(403, "forbidden", "this API key is read-only")
+            raise ApiError(403, "forbidden", "this API key is read-only")
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
-            raise _HttpError(failure.status, "injected_failure", failure.message)
+            raise ApiError(failure.status, "injected_failure", failure.message)
 
     async def _create(self, request: Request) -> JSONResponse:
         try:
             await self._guard(request, write=True)
-            body = await _json_object(request)
+            body = await json_object(request)
             ref = body.get("ref")
             if not isinstance(ref, str) or not ref:
-                raise _HttpError(422, "invalid_request", "ref: a non-empty string is required")
-            ack = _behaviour(body.get("ack"))
+                raise ApiError(422, "invalid_request", "ref: a non-empty string is required")
+            ack = parse_behaviour(body.get("ack"))
             step = body.get("step_seconds")
             view = self.add_order(
                 ref,
                 status=str(body.get("status") or "released"),
-                lines=_lines(body.get("lines")),
+                lines=parse_lines(body.get("lines")),
                 ack=ack,
                 step_every=timedelta(seconds=float(step)) if step else None,
             )
-        except _HttpError as error:
+        except ApiError as error:
             return error.response()
         except (ValueError, TypeError) as error:
-            return _HttpError(422, "invalid_request", str(error)).response()
+            return ApiError(422, "invalid_request", str(error)).response()
         return JSONResponse(view, status_code=201)
 
     async def _changed(self, request: Request) -> JSONResponse:
@@ -491,9 +402,7 @@ class ThreePLEmulator:
             try:
                 since = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
             except ValueError:
-                raise _HttpError(
-                    422, "invalid_request", "changed_since: an ISO 8601 time"
-                ) from None
+                raise ApiError(422, "invalid_request", "changed_since: an ISO 8601 time") from None
             if since is not None and since.tzinfo is None:
                 since = since.replace(tzinfo=UTC)
             with self._lock:
@@ -506,7 +415,7 @@ class ThreePLEmulator:
                     for o in found
                     if since is None or (o.changed_at or since) >= since
                 ]
-        except _HttpError as error:
+        except ApiError as error:
             return error.response()
         return JSONResponse({"orders": views})
 
@@ -516,8 +425,8 @@ class ThreePLEmulator:
             view = self.order(request.path_params["ref"])
             if view is None:
                 ref = request.path_params["ref"]
-                raise _HttpError(404, "order_not_found", f"order {ref} is not known here")
-        except _HttpError as error:
+                raise ApiError(404, "order_not_found", f"order {ref} is not known here")
+        except ApiError as error:
             return error.response()
         return JSONResponse(view)
 
@@ -532,7 +441,7 @@ class ThreePLEmulator:
             request, action, lambda ref, key, body: self._take(action, ref, key, body)
         )
 
-    async def _once(self, request: Request, action: Action, take: _Take) -> JSONResponse:
+    async def _once(self, request: Request, action: Action, take: Take) -> JSONResponse:
         """A write under an ``Idempotency-Key`` (400 without one): a repeat with the same key and
         request gets the first answer and does nothing; the same key with another request is
         422. ``take`` runs under the lock; its refusals raise and are not remembered."""
@@ -540,8 +449,8 @@ class ThreePLEmulator:
             await self._guard(request, write=True)
             key = request.headers.get("idempotency-key", "").strip()
             if not key:
-                raise _HttpError(400, "idempotency_key_required", "send an Idempotency-Key")
-            body = await _json_object(request)
+                raise ApiError(400, "idempotency_key_required", "send an Idempotency-Key")
+            body = await json_object(request)
             ref = str(request.path_params.get("ref") or body.get("reship_of") or "")
             fingerprint = hashlib.sha256(
                 json.dumps([action, ref, body], sort_keys=True, default=str).encode()
@@ -550,7 +459,7 @@ class ThreePLEmulator:
                 seen = self._idempotent.get(key)
                 if seen is not None:
                     if seen[0] != fingerprint:
-                        raise _HttpError(
+                        raise ApiError(
                             422,
                             "idempotency_key_reused",
                             f"Idempotency-Key {key} was used for another request",
@@ -558,7 +467,7 @@ class ThreePLEmulator:
                     return JSONResponse(seen[2], status_code=seen[1])
                 status, answer = take(ref, key, body)
                 self._idempotent[key] = (fingerprint, status, answer)
-        except _HttpError as error:
+        except ApiError as error:
             return error.response()
         return JSONResponse(answer, status_code=status)
 
@@ -568,9 +477,9 @@ class ThreePLEmulator:
         """Accept a stop request (under the lock) and plan its answer. Refusals raise, and are
         not remembered under the key: a refused request may be sent again once fixed."""
         order = self._unshipped(ref)
-        for sku in _lines(body.get("lines")):
+        for sku in parse_lines(body.get("lines")):
             if order.lines and sku not in order.lines:
-                raise _HttpError(422, "unknown_sku", f"order {ref} has no line {sku}")
+                raise ApiError(422, "unknown_sku", f"order {ref} has no line {sku}")
         now = self._clock()
         request_id = f"{action}-{ref}-{len(self.received) + 1}"
         taken = ReceivedRequest(request_id, action, ref, key, dict(body), now)
@@ -581,224 +490,20 @@ class ThreePLEmulator:
             self._answers.append(_Answer(taken, behaviour, now + behaviour.answer_after))
         return 202, {"request_id": request_id, "status": "accepted", "order": order.ref}
 
-    def _known(self, ref: str) -> _Order:
+    def _known(self, ref: str) -> WarehouseOrder:
         order = self._orders.get(ref)
         if order is None:
-            raise _HttpError(404, "order_not_found", f"order {ref} is not known here")
+            raise ApiError(404, "order_not_found", f"order {ref} is not known here")
         return order
 
-    def _unshipped(self, ref: str) -> _Order:
+    def _unshipped(self, ref: str) -> WarehouseOrder:
         """The order, while it can still be changed: 409 once shipped or cancelled."""
         order = self._known(ref)
         if STATUSES.index(order.status) >= _SHIPPED:
-            raise _HttpError(409, "already_shipped", f"order {ref} has already shipped")
+            raise ApiError(409, "already_shipped", f"order {ref} has already shipped")
         if order.cancelled:
-            raise _HttpError(409, "already_cancelled", f"order {ref} is already cancelled")
+            raise ApiError(409, "already_cancelled", f"order {ref} is already cancelled")
         return order
-
-    def _performed(self, action: Action, ref: str, key: str, body: dict[str, Any]) -> str:
-        request_id = f"{action}-{ref}-{len(self.performed) + 1}"
-        self.performed.append(
-            ReceivedRequest(request_id, action, ref, key, dict(body), self._clock())
-        )
-        return request_id
-
-    # -- playbook actions: inventory, labels, splits, ship methods, reshipments ------------------
-
-    async def _inventory(self, request: Request) -> JSONResponse:
-        try:
-            await self._guard(request, write=False)
-            sku = str(request.path_params["sku"])
-            found = self.stock(sku)
-            if found is None:
-                raise _HttpError(404, "sku_not_found", f"sku {sku} is not stocked here")
-        except _HttpError as error:
-            return error.response()
-        locations = [{"location": loc, "available": qty} for loc, qty in sorted(found.items())]
-        total = sum(found.values())
-        return JSONResponse({"sku": sku, "locations": locations, "total_available": total})
-
-    async def _label(self, request: Request) -> JSONResponse:
-        return await self._once(request, "label", self._print_label)
-
-    def _print_label(self, ref: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        order = self._known(ref)
-        if order.cancelled:
-            raise _HttpError(409, "already_cancelled", f"order {ref} is cancelled: no label")
-        if STATUSES.index(order.status) >= _DELIVERED:
-            raise _HttpError(409, "already_delivered", f"order {ref} was delivered")
-        order.labels += 1
-        request_id = self._performed("label", ref, key, body)
-        label = {"label_id": f"lbl-{ref}-{order.labels}", "tracking": f"EMU-{ref}"}
-        return 201, {**label, "carrier": "EMU", "order": ref, "request_id": request_id}
-
-    async def _split(self, request: Request) -> JSONResponse:
-        return await self._once(request, "split", self._split_order)
-
-    def _split_order(self, ref: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Ship ``lines`` now, the rest later: two shipments of the order."""
-        order = self._unshipped(ref)
-        if order.shipments:
-            raise _HttpError(409, "already_split", f"order {ref} is already split")
-        now_lines = _lines(body.get("lines"))
-        if not now_lines:
-            raise _HttpError(422, "lines_required", "lines: the lines to ship now")
-        for sku, qty in now_lines.items():
-            if qty > order.lines.get(sku, 0):
-                code = "unknown_sku" if sku not in order.lines else "too_many"
-                raise _HttpError(422, code, f"order {ref} has not {qty} of {sku}")
-        later = {
-            s: q - now_lines.get(s, 0) for s, q in order.lines.items() if q > now_lines.get(s, 0)
-        }
-        if not later:
-            raise _HttpError(422, "nothing_to_split", "every line would ship now: nothing to split")
-        order.shipments = [
-            {"id": f"{ref}-S1", "lines": _line_list(now_lines), "status": "released"},
-            {"id": f"{ref}-S2", "lines": _line_list(later), "status": "backordered"},
-        ]
-        order.changed_at = self._clock()
-        request_id = self._performed("split", ref, key, body)
-        return 201, {
-            "order": ref,
-            "shipments": [dict(s) for s in order.shipments],
-            "request_id": request_id,
-        }
-
-    async def _ship_method(self, request: Request) -> JSONResponse:
-        return await self._once(request, "ship_method", self._change_ship_method)
-
-    def _change_ship_method(
-        self, ref: str, key: str, body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
-        order = self._unshipped(ref)
-        method = body.get("method")
-        if method not in SHIP_METHODS:
-            raise _HttpError(422, "unknown_method", f"method: one of {', '.join(SHIP_METHODS)}")
-        previous, order.ship_method = order.ship_method, str(method)
-        request_id = self._performed("ship_method", ref, key, body)
-        return 200, {
-            "order": ref,
-            "ship_method": method,
-            "previous": previous,
-            "request_id": request_id,
-        }
-
-    async def _create_or_reship(self, request: Request) -> JSONResponse:
-        """``POST /orders``: a reshipment when the body names ``reship_of``, else a new order."""
-        try:
-            body = await _json_object(request)
-        except _HttpError as error:
-            return error.response()
-        if body.get("reship_of") is not None:
-            return await self._once(request, "reship", self._reship)
-        return await self._create(request)
-
-    def _reship(self, ref: str, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """A new order sending ``lines`` of order ``reship_of`` again, taken from stock."""
-        original = self._known(ref)
-        lines = _lines(body.get("lines"))
-        if not lines:
-            raise _HttpError(422, "lines_required", "lines: the lines to send again")
-        if not isinstance(body.get("reason"), str) or not body["reason"].strip():
-            raise _HttpError(422, "reason_required", "reason: why the order is sent again")
-        for sku in lines:
-            if original.lines and sku not in original.lines:
-                raise _HttpError(422, "unknown_sku", f"order {ref} has no line {sku}")
-        method = body.get("ship_method") or original.ship_method
-        if method not in SHIP_METHODS:
-            raise _HttpError(
-                422, "unknown_method", f"ship_method: one of {', '.join(SHIP_METHODS)}"
-            )
-        taken = self._take_stock(lines)
-        count = sum(1 for o in self._orders.values() if o.reship_of == ref) + 1
-        now = self._clock()
-        order = _Order(
-            ref=f"{ref}-R{count}",
-            status="released",
-            lines=lines,
-            ack=None,
-            step_every=None,
-            next_step_at=None,
-            changed_at=now,
-            ship_method=str(method),
-            reship_of=ref,
-        )
-        self._orders[order.ref] = order
-        request_id = self._performed("reship", ref, key, body)
-        return 201, {
-            **order.view(),
-            "reason": body["reason"],
-            "picked_from": taken,
-            "request_id": request_id,
-        }
-
-    def _take_stock(self, lines: Mapping[str, int]) -> dict[str, dict[str, int]]:
-        """Take the lines from the locations with most available (409 when short); a sku whose
-        stock is not kept here is not counted."""
-        for sku, qty in lines.items():
-            have = sum(self._stock.get(sku, {}).values())
-            if sku in self._stock and have < qty:
-                raise _HttpError(
-                    409, "insufficient_stock", f"{have} of {sku} available, {qty} asked"
-                )
-        taken: dict[str, dict[str, int]] = {}
-        for sku, qty in lines.items():
-            places, left = self._stock.get(sku, {}), qty
-            for location in sorted(places, key=lambda loc: (-places[loc], loc)):
-                step = min(left, places[location])
-                if step > 0:
-                    places[location] -= step
-                    taken.setdefault(sku, {})[location] = step
-                    left -= step
-        return taken
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise _HttpError(400, "invalid_json", "the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise _HttpError(422, "invalid_request", "the body must be a JSON object")
-    return value
-
-
-def _line_list(lines: Mapping[str, int]) -> list[dict[str, Any]]:
-    return [{"sku": sku, "qty": qty} for sku, qty in sorted(lines.items())]
-
-
-def _lines(raw: object) -> dict[str, int]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, list):
-        raise _HttpError(422, "invalid_request", "lines: a list of {sku, qty}")
-    found: dict[str, int] = {}
-    for line in raw:
-        if not isinstance(line, dict) or not isinstance(line.get("sku"), str):
-            raise _HttpError(422, "invalid_request", "lines: each line needs a sku")
-        qty = line.get("qty", 1)
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 1:
-            raise _HttpError(422, "invalid_request", f"lines: bad qty for {line['sku']}")
-        found[line["sku"]] = found.get(line["sku"], 0) + qty
-    return found
-
-
-def _behaviour(raw: object) -> AckBehaviour | None:
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        raw = {"mode": raw}
-    if not isinstance(raw, dict) or raw.get("mode") not in _MODES:
-        raise _HttpError(422, "invalid_request", f"ack.mode: one of {', '.join(_MODES)}")
-    found = AckBehaviour(mode=raw["mode"])
-    if raw.get("delay_seconds") is not None:
-        found = replace(found, delay=timedelta(seconds=float(raw["delay_seconds"])))
-    if raw.get("message") is not None:
-        found = replace(found, message=str(raw["message"]))
-    return found
 
 
 # -- running it ----------------------------------------------------------------------------------
