@@ -36,7 +36,9 @@ db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 merchant_app = typer.Typer(no_args_is_help=True, help="Merchants (tenants) and their settings.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Durable jobs and timers.")
+user_app = typer.Typer(no_args_is_help=True, help="People who log in to the web desk.")
 for sub, name in (
+    (user_app, "user"),
     (db_app, "db"),
     (merchant_app, "merchant"),
     (token_app, "token"),
@@ -138,6 +140,23 @@ def token_create(
         return token
 
     typer.echo(guarded(body))
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="agent, lead, finance, risk or admin")],
+    merchant: Annotated[list[str], typer.Option(help="a merchant the user works (repeat)")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin")
+    ] = False,
+) -> None:
+    """Add a user of the web desk (prompts for the password on a terminal, else reads stdin)."""
+    from recoverydesk.entrypoints.web.users_cli import add_web_user
+
+    desk = _open_desk()
+    guarded(lambda: add_web_user(desk, name, role, merchant, password_stdin=password_stdin))
+    typer.echo(f"user {name} added ({role}; {', '.join(merchant)})")
 
 
 @app.command("ingest")

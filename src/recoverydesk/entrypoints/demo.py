@@ -491,6 +491,10 @@ def run_demo(desk: Desk, *, host: str, port: int, orders: int, pump_every: float
     try:
         sandbox.start_feeder()
         typer.echo(banner(sandbox, f"http://{host}:{port}", pump_every))
+        from recoverydesk.entrypoints.web.users_cli import demo_login
+
+        user, password = demo_login(desk, MERCHANT)
+        typer.echo(f"  web desk:  {sandbox.desk_url}/desk  (log in as {user} / {password})")
         uvicorn.run(create_app(desk, run_worker=True), host=host, port=port, log_level="warning")
     finally:
         sandbox.close()

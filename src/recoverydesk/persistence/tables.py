@@ -366,3 +366,51 @@ poll_cursors = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("merchant_id", "name", name="uq_poll_cursors_merchant_id"),
 )
+
+# People who log in to the web desk (``services.users``): a role, an argon2 password hash, and
+# the merchants each may work (a provider's agent works several). Sessions are server-side:
+# the cookie holds a random token whose hash is stored here, so logging out ends it everywhere.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(60), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+)
+
+user_merchants = Table(
+    "user_merchants",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("merchant_id", ForeignKey("merchants.id"), primary_key=True),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+)
+
+# Every human action: logins (and failed ones), logouts, users added, actions on cases.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("user", String(100), nullable=False),
+    Column("merchant_id", ForeignKey("merchants.id")),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200)),
+    Column("detail", JSONDoc, nullable=False, server_default="{}"),
+    Index("ix_audit_log_merchant", "merchant_id", "at"),
+    Index("ix_audit_log_at", "at"),
+)

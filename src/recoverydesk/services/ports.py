@@ -377,3 +377,62 @@ class UnitOfWorkFactory(Protocol):
 
 class TransientConflict(Exception):
     """The database asked for the unit of work to be tried again (deadlock, busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """A person who logs in to the web desk: a role and the merchants they work (id -> name)."""
+
+    id: int
+    name: str
+    role: str
+    password_hash: str
+    merchants: Mapping[int, str]
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One human action: who, for which merchant (None: the desk itself, e.g. a login)."""
+
+    at: datetime
+    user: str
+    action: str
+    merchant_id: int | None = None
+    target: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class UserStore(Protocol):
+    """Users, their merchants, their web sessions (stored by the hash of the cookie's token)
+    and the audit log. Used in one transaction that the caller commits."""
+
+    def add(
+        self,
+        name: str,
+        *,
+        role: str,
+        password_hash: str,
+        merchant_ids: Sequence[int],
+        now: datetime,
+    ) -> StoredUser: ...
+
+    def by_name(self, name: str) -> StoredUser | None: ...
+
+    def set_password_hash(self, user_id: int, password_hash: str) -> None: ...
+
+    def start_session(
+        self, user_id: int, *, token_hash: str, csrf: str, now: datetime, expires_at: datetime
+    ) -> None: ...
+
+    def session(self, token_hash: str, *, now: datetime) -> tuple[StoredUser, str] | None:
+        """The user of a live session (not ended, not expired) and its CSRF token."""
+
+    def end_session(self, token_hash: str, *, now: datetime) -> None: ...
+
+    def audit(self, entry: AuditEntry) -> None: ...
+
+    def audit_trail(self, *, merchant_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The latest entries first."""
+
+    def commit(self) -> None: ...

@@ -21,6 +21,7 @@ from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.errors import DeskError, PayloadTooLarge
 from recoverydesk.entrypoints.api import decisions, kpis, routes, webhooks
 from recoverydesk.entrypoints.errors import error_body, http_status
+from recoverydesk.entrypoints.web.app import web_router
 from recoverydesk.entrypoints.worker import WorkerThread
 
 log = structlog.get_logger("recoverydesk.api")
@@ -54,6 +55,7 @@ def create_app(desk: Desk, *, run_worker: bool = False) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(decisions.router)
     app.include_router(kpis.router)
+    app.include_router(web_router)
     _add_operations(app, desk)
     return app
 
@@ -132,6 +134,8 @@ class Observe:
             await send(message)
 
         limit = self.desk.settings.max_body_bytes
+        if scope["path"] == "/desk/assess":  # the export upload checks max_upload_bytes itself
+            limit = 2**63
         length = headers.get("content-length")
         started = time.perf_counter()
         try:

@@ -1,0 +1,244 @@
+"""What the queue board reads: open cases per queue and priority, and the top of the queue in
+the desk's priority order (priority, operational due time, revenue at risk, age), each with its
+nearest SLA due time. Set-based SQL over the partial index of open cases."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import Connection, Integer, Select, cast, func, select
+
+from recoverydesk.entrypoints.web.templates import span
+from recoverydesk.persistence.tables import cases, is_open, orders
+
+AT_RISK = timedelta(hours=1)  # a clock due within this long is shown as at risk
+PAGE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class BoardFilter:
+    queue: str | None = None
+    category: str | None = None
+    priority: str | None = None
+    channel: str | None = None
+    fulfillment_type: str | None = None
+    owner: str | None = None
+
+    def query_string(self, **changes: str | None) -> str:
+        values = {
+            "queue": self.queue,
+            "category": self.category,
+            "priority": self.priority,
+            "channel": self.channel,
+            "fulfillment_type": self.fulfillment_type,
+            "owner": self.owner,
+        }
+        values.update(changes)
+        return urlencode({k: v for k, v in values.items() if v})
+
+
+@dataclass(frozen=True, slots=True)
+class Countdown:
+    """The nearest due time of a case: its clock, how long is left, and the breach risk."""
+
+    risk: str  # breached | at_risk | on_track | paused | none
+    text: str
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BoardRow:
+    id: int
+    order_ref: str
+    category: str
+    priority: str
+    queue: str
+    status: str
+    owner: str | None
+    opened_at: datetime
+    revenue_at_risk: Decimal | None
+    channel: str | None
+    fulfillment_type: str | None
+    countdown: Countdown
+
+
+@dataclass
+class QueueCount:
+    queue: str
+    by_priority: dict[str, int] = field(default_factory=dict)
+    breached: int = 0
+    at_risk: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_priority.values())
+
+
+def _filtered(merchant_id: int, wanted: BoardFilter, columns: list[Any]) -> Select[Any]:
+    query = select(*columns).where(cases.c.merchant_id == merchant_id, is_open(cases.c.status))
+    for name, column in (
+        ("queue", cases.c.queue),
+        ("category", cases.c.category),
+        ("priority", cases.c.priority),
+        ("owner", cases.c.owner),
+    ):
+        value = getattr(wanted, name)
+        if value:
+            query = query.where(column == value)
+    if wanted.channel or wanted.fulfillment_type:
+        query = query.join(
+            orders,
+            (orders.c.merchant_id == cases.c.merchant_id) & (orders.c.ref == cases.c.order_ref),
+        )
+        if wanted.channel:
+            query = query.where(orders.c.channel == wanted.channel)
+        if wanted.fulfillment_type:
+            query = query.where(orders.c.fulfillment_type == wanted.fulfillment_type)
+    return query
+
+
+def queue_counts(
+    db: Connection, merchant_id: int, wanted: BoardFilter, *, now: datetime
+) -> list[QueueCount]:
+    """Every queue with open cases: counts by priority, and how many are past or near their
+    operational due time."""
+    late = func.sum(cast(cases.c.due_sort < now, Integer))
+    near = func.sum(cast((cases.c.due_sort >= now) & (cases.c.due_sort < now + AT_RISK), Integer))
+    query = _filtered(
+        merchant_id, wanted, [cases.c.queue, cases.c.priority, func.count(), late, near]
+    ).group_by(cases.c.queue, cases.c.priority)
+    found: dict[str, QueueCount] = {}
+    for queue, priority, count, breached, at_risk in db.execute(query):
+        entry = found.setdefault(queue or "unrouted", QueueCount(queue or "unrouted"))
+        entry.by_priority[priority or "P3"] = entry.by_priority.get(priority or "P3", 0) + count
+        entry.breached += int(breached or 0)
+        entry.at_risk += int(at_risk or 0)
+    return [found[name] for name in sorted(found)]
+
+
+def top_cases(
+    db: Connection, merchant_id: int, wanted: BoardFilter, *, now: datetime, limit: int = PAGE
+) -> list[BoardRow]:
+    """The first open cases in the priority order, with their SLA countdowns."""
+    columns = [
+        cases.c.id,
+        cases.c.order_ref,
+        cases.c.category,
+        cases.c.priority,
+        cases.c.queue,
+        cases.c.status,
+        cases.c.owner,
+        cases.c.opened_at,
+        cases.c.revenue_at_risk,
+        cases.c.deadline,
+        cases.c.clocks,
+    ]
+    query = _filtered(merchant_id, wanted, columns).order_by(
+        cases.c.priority,
+        cases.c.due_sort,
+        cases.c.risk_cents.desc(),
+        cases.c.opened_at,
+        cases.c.id,
+    )
+    rows = list(db.execute(query.limit(limit)))
+    kinds = _order_kinds(db, merchant_id, [row.order_ref for row in rows])
+    return [
+        BoardRow(
+            id=row.id,
+            order_ref=row.order_ref,
+            category=row.category,
+            priority=row.priority or "P3",
+            queue=row.queue or "unrouted",
+            status=row.status,
+            owner=row.owner,
+            opened_at=row.opened_at,
+            revenue_at_risk=row.revenue_at_risk,
+            channel=kinds.get(row.order_ref, (None, None))[0],
+            fulfillment_type=kinds.get(row.order_ref, (None, None))[1],
+            countdown=countdown(row.status, row.clocks, row.deadline, now),
+        )
+        for row in rows
+    ]
+
+
+def _order_kinds(
+    db: Connection, merchant_id: int, refs: list[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    if not refs:
+        return {}
+    query = select(orders.c.ref, orders.c.channel, orders.c.fulfillment_type).where(
+        orders.c.merchant_id == merchant_id, orders.c.ref.in_(refs)
+    )
+    return {ref: (channel, kind) for ref, channel, kind in db.execute(query)}
+
+
+_CHOICES: dict[tuple[str, int], tuple[float, dict[str, list[str]]]] = {}
+CHOICES_FOR = 60.0  # seconds a merchant's filter values are kept (they change slowly)
+
+
+def filter_choices(db: Connection, merchant_id: int) -> dict[str, list[str]]:
+    """The values the board's filters offer, kept for a minute per merchant (reading them
+    scans the merchant's open cases and orders)."""
+    key = (db.engine.url.render_as_string(hide_password=True), merchant_id)
+    kept = _CHOICES.get(key)
+    if kept is not None and time.monotonic() - kept[0] < CHOICES_FOR:
+        return kept[1]
+    found = _read_choices(db, merchant_id)
+    _CHOICES[key] = (time.monotonic(), found)
+    return found
+
+
+def _read_choices(db: Connection, merchant_id: int) -> dict[str, list[str]]:
+    """What the merchant's open cases and orders hold."""
+    open_cases = (cases.c.merchant_id == merchant_id) & is_open(cases.c.status)
+    found: dict[str, list[str]] = {}
+    for name, column in (
+        ("queue", cases.c.queue),
+        ("category", cases.c.category),
+        ("owner", cases.c.owner),
+    ):
+        values = db.execute(select(column).where(open_cases).distinct()).scalars()
+        found[name] = sorted(str(v) for v in values if v)
+    for name, column in (
+        ("channel", orders.c.channel),
+        ("fulfillment_type", orders.c.fulfillment_type),
+    ):
+        values = db.execute(
+            select(column).where(orders.c.merchant_id == merchant_id).distinct()
+        ).scalars()
+        found[name] = sorted(str(v) for v in values if v)
+    found["priority"] = ["P1", "P2", "P3"]
+    return found
+
+
+def countdown(
+    status: str, clocks: dict[str, Any], deadline: datetime | None, now: datetime
+) -> Countdown:
+    """The nearest due time among the running SLA clocks and the operational deadline."""
+    due: list[tuple[datetime, str]] = []
+    paused = False
+    for name, clock in (clocks or {}).items():
+        if clock.get("stopped_at"):
+            continue
+        if not clock.get("running_since"):
+            paused = True
+            continue
+        if clock.get("due_at"):
+            due.append((datetime.fromisoformat(clock["due_at"]), name.replace("_", " ")))
+    if deadline is not None:
+        due.append((deadline, "deadline"))
+    if not due:
+        if paused or status.startswith("waiting"):
+            return Countdown("paused", "Paused: waiting")
+        return Countdown("none", "No SLA clock")
+    when, what = min(due)
+    if when <= now:
+        return Countdown("breached", f"Breached: {what} {span(now - when)} ago", when)
+    label = "At risk" if when - now < AT_RISK else "On track"
+    risk = "at_risk" if when - now < AT_RISK else "on_track"
+    return Countdown(risk, f"{label}: {what} in {span(when - now)}", when)
