@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from recoverydesk.config import Settings
 from recoverydesk.connectors.adyen_payments import AdyenPayments
+from recoverydesk.connectors.easypost import EasyPostCarrier
 from recoverydesk.connectors.messages import SmtpMessages, ZendeskMessages
 from recoverydesk.connectors.netsuite import NetSuiteConnector, NetSuitePoller
 from recoverydesk.connectors.notify import SmtpEmailSender, WebhookChatSender
@@ -54,6 +55,7 @@ CONNECTORS: dict[str, OutsideSystems] = {
     "shopify_admin": ShopifyAdmin(),
     "zendesk": ZendeskMessages(),
     "smtp": SmtpMessages(),
+    "easypost": EasyPostCarrier(),
 }
 POLLERS: dict[str, Poller] = {
     "woocommerce": WooCommercePoller(),

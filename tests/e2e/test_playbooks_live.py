@@ -30,6 +30,12 @@ from pydantic import SecretStr
 from recoverydesk.bootstrap import bootstrap
 from recoverydesk.config import Settings
 from recoverydesk.entrypoints.api.app import create_app
+from recoverydesk.sandbox.easypost_emulator import TEST_API_KEY as EASYPOST_KEY
+from recoverydesk.sandbox.easypost_emulator import (
+    EasyPostEmulator,
+    RunningEasyPost,
+    running_easypost_emulator,
+)
 from recoverydesk.sandbox.shopify_emulator import (
     TEST_TOKEN,
     RunningShopify,
@@ -529,3 +535,65 @@ def test_the_fraud_hold_shopify_placed_is_gone_after_the_safe_release(systems: S
     _work(systems)
     assert _holds(systems.shopify, number) == []
     assert [fo.status for fo in systems.shopify.fulfillment_orders_of(number)] == ["OPEN"]
+
+
+# -- 5. carrier claim (EasyPost) -----------------------------------------------------------------
+
+
+@pytest.fixture
+def easypost_api() -> Iterator[RunningEasyPost]:
+    with running_easypost_emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def with_carrier(
+    systems: Systems, easypost_api: RunningEasyPost, tmp_path: Path
+) -> EasyPostEmulator:
+    """The merchant's carrier connection added: EasyPost (the emulator), claims to its address."""
+    path = tmp_path / "acme.yaml"
+    carrier = (
+        f'    carrier: {{kind: easypost, base_url: "{easypost_api.base_url}", '
+        f"api_key: {EASYPOST_KEY}, contact_email: claims@acme.test}}\n"
+    )
+    path.write_text(path.read_text(encoding="utf-8") + carrier, encoding="utf-8")
+    with systems.live.desk.uow() as uow:
+        admin.apply_settings(uow, clock=systems.clock, name=MERCHANT, config=path)
+        uow.commit()
+    return easypost_api.emulator
+
+
+def test_a_lost_parcel_is_claimed_at_easypost_by_its_playbook(
+    systems: Systems, with_carrier: EasyPostEmulator
+) -> None:
+    clock, warehouse = systems.clock, systems.warehouse
+    # given a shipped, insured parcel of a 59.00 order the warehouse knows
+    warehouse.add_order("7101", lines={"MUG": 1})
+    warehouse.set_stock("MUG", {"reno": 5})
+    with_carrier.insure("1Z7101", "100.00")
+    lines = [{"sku": "MUG", "qty": 1, "price": "59.00"}]
+    _post_events(systems, _placed("7101", clock.now() - timedelta(days=3), lines))
+    shipped = _event("7101", "wms", "fulfillment.shipped", clock.now() - timedelta(days=2))
+    shipped["data"] = {"tracking": "1Z7101", "carrier": "ups"}
+    _post_events(systems, shipped)
+    # when the carrier reports it lost and the worker runs the delivery-exception playbook
+    lost = _event("7101", "carrier", "delivery.exception", clock.now())
+    lost["data"] = {"kind": "lost"}
+    _post_events(systems, lost)
+    _work(systems)
+    # then a loss claim for the order's value went to EasyPost under the playbook's key
+    case = _case(systems, "7101", "delivery_exception")
+    [call] = _calls(systems, "7101", "claim")
+    assert call["result"] == "accepted", call
+    assert call["idempotency_key"] == f"playbook:{MERCHANT}:{case['id']}:carrier_claim:1"
+    [claim] = with_carrier.claims
+    assert (claim["tracking_code"], claim["type"], claim["requested_amount"]) == (
+        "1Z7101",
+        "loss",
+        "59.00",
+    )
+    assert call["idempotency_key"] in claim["description"]
+    assert claim["contact_email"] == "claims@acme.test"
+    # and the claim's id and status are on the case
+    facts = case["data"]["steps"]["carrier_claim"]["answer"]
+    assert (facts["claim_id"], facts["status"]) == (claim["id"], "submitted")

@@ -27,6 +27,9 @@ Actions:
   ``2026-01``, as ``@idempotent(key:)``. A refund whose note carries the key already is the answer.
 * ``address_update`` (``address`` or flat fields, snake_case or camelCase): ``orderUpdate`` with
   the new ``shippingAddress`` (naturally idempotent).
+* ``line_swap`` (``sku``, ``substitute``, ``qty``): an order edit swapping the line for the
+  substitute's variant, made safe to retry by reading the order first
+  (``connectors.shopify_order_edit``).
 
 Errors: timeouts, transport errors, 429, 5xx, garbled answers and ``THROTTLED`` (read from
 ``extensions.cost.throttleStatus`` too) raise ``OutsideUnavailable``; 401/403/404, other top-level
@@ -45,6 +48,7 @@ from typing import Any
 import httpx
 
 from recoverydesk.connectors.http import SharedClient
+from recoverydesk.connectors.shopify_order_edit import line_swap
 from recoverydesk.services.ports import OutsideAnswer, OutsideCommand, OutsideUnavailable
 
 __all__ = ["DEFAULT_VERSION", "HOLD_PREFIX", "ShopifyAdmin", "hold_handle"]
@@ -651,6 +655,10 @@ def _address_update(api: _Api, command: OutsideCommand, version: str) -> Outside
     )
 
 
+def _line_swap(api: _Api, command: OutsideCommand, version: str) -> OutsideAnswer:
+    return line_swap(api, command, _order_gid(command))
+
+
 _Action = Callable[[_Api, OutsideCommand, str], OutsideAnswer]
 _ACTIONS: dict[str, _Action] = {
     "wms_hold": _hold,
@@ -659,6 +667,7 @@ _ACTIONS: dict[str, _Action] = {
     "order_cancel": _order_cancel,
     "refund": _refund,
     "address_update": _address_update,
+    "line_swap": _line_swap,
 }
 
 

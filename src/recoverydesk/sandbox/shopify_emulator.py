@@ -68,6 +68,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recoverydesk.sandbox.serving import serve_app
+from recoverydesk.sandbox.shopify_order_edit import (
+    EDIT_HANDLERS,
+    EDIT_PAYLOADS,
+    EDIT_REQUIRED,
+    QUERIES,
+    OrderEditing,
+)
 from recoverydesk.sandbox.webhook_outbox import DeliveryResult, WebhookOutbox
 
 __all__ = [
@@ -106,6 +113,7 @@ _ROOTS = (
     "refundCreate",
     "orderUpdate",
     "order",
+    *EDIT_HANDLERS,
 )
 # root field -> (argument, GraphQL type) that must be given and non-null
 _REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
@@ -120,6 +128,7 @@ _REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "refundCreate": (("input", "RefundInput!"),),
     "orderUpdate": (("input", "OrderInput!"),),
+    **EDIT_REQUIRED,
 }
 _HANDLERS = {
     "fulfillmentOrderHold": "hold",
@@ -129,6 +138,7 @@ _HANDLERS = {
     "refundCreate": "refund_create",
     "orderUpdate": "order_update",
     "order": "order",
+    **EDIT_HANDLERS,
 }
 _LITERAL = r'\$\w+|"(?:[^"\\]|\\.)*"|true|false|null|-?\d+(?:\.\d+)?|[A-Z_][A-Z0-9_]*'
 _ARG = re.compile(r"(\w+)\s*:\s*(" + _LITERAL + r")")
@@ -252,6 +262,7 @@ class _Order:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     shipping_address: dict[str, Any] = field(default_factory=dict)
     cancelled_at: str | None = None
+    closed_at: str | None = None  # archived
     cancel_reason: str | None = None
     cancel_flags: dict[str, Any] = field(default_factory=dict)
     email: str | None = None
@@ -270,8 +281,9 @@ class _Order:
         )
 
 
-class ShopifyEmulator:
-    """The shop's state, the ASGI app that answers for it, and the webhooks it sends."""
+class ShopifyEmulator(OrderEditing):
+    """The shop's state, the ASGI app that answers for it, and the webhooks it sends (order
+    editing: ``sandbox.shopify_order_edit``)."""
 
     def __init__(
         self,
@@ -300,6 +312,7 @@ class ShopifyEmulator:
         # outbox sends equal due times in id order) and differ between emulator instances.
         self._salts = (uuid.uuid4().int >> 32, uuid.uuid4().int >> 32)
         self._lock = threading.Lock()
+        self._start_editing()
 
     # -- setting the shop up ---------------------------------------------------------------------
 
@@ -496,11 +509,12 @@ class ShopifyEmulator:
 
     def _line_item(self, sku: str, quantity: int, price: Decimal) -> dict[str, Any]:
         line_id = next(self._ids)
+        variant = self._variant_for(sku, price)
         return {
             "id": line_id,
             "admin_graphql_api_id": _gid("LineItem", line_id),
-            "variant_id": next(self._ids),
-            "product_id": next(self._ids),
+            "variant_id": _number(variant["id"]),
+            "product_id": variant["product_id"],
             "sku": sku,
             "title": sku,
             "name": sku,
@@ -787,6 +801,7 @@ class ShopifyEmulator:
             "transactions": [dict(t) for t in order.transactions],
             "refunds": [dict(r) for r in order.refunds],
             "shippingAddress": dict(order.shipping_address),
+            **self._order_lines(order),
         }
 
     def _op_hold(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -1207,6 +1222,7 @@ def _empty_payload(root: str) -> dict[str, Any]:
         "orderCancel": {"job": None, "orderCancelUserErrors": []},
         "refundCreate": {"refund": None, "order": None},
         "orderUpdate": {"order": None},
+        **EDIT_PAYLOADS,
     }
     return {**shapes.get(root, {}), "userErrors": []}
 
@@ -1215,7 +1231,7 @@ def _parse(document: str, variables: dict[str, Any]) -> tuple[str, dict[str, Any
     """The root field, its bound arguments and the ``@idempotent`` key, if any."""
     is_mutation = document.lstrip().startswith("mutation")
     for root in _ROOTS:
-        if (root == "order") == is_mutation:
+        if (root in QUERIES) == is_mutation:
             continue
         match = re.search(r"(?<![A-Za-z0-9_])" + root + r"\s*\(", document)
         if match is None:

@@ -77,7 +77,9 @@ class WebhookSource(BaseModel):
         return found + [environ[name] for name in self.secrets_env if environ.get(name)]
 
 
-OUTBOUND_SYSTEMS = frozenset({"payments", "wms", "erp", "storefront", "helpdesk", "email"})
+OUTBOUND_SYSTEMS = frozenset(
+    {"payments", "wms", "erp", "storefront", "helpdesk", "email", "carrier"}
+)
 
 
 class Connection(BaseModel):

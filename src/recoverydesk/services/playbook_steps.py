@@ -81,7 +81,10 @@ def command_params(ctx: StepContext, action: str) -> dict[str, Any]:
         return {"address": dict(order.shipping_address or {})}
     if action in {"claim", "trace"}:
         tracking = order.tracking[-1] if order.tracking else None
-        return {"tracking": tracking, "carrier": order.carrier, "kind": case.data.get("kind")}
+        found = {"tracking": tracking, "carrier": order.carrier, "kind": case.data.get("kind")}
+        if action == "claim" and order.value is not None:  # what the claim asks back
+            found |= {"amount": str(order.value), "currency": order.currency}
+        return found
     return _reason_params(ctx, action)
 
 
