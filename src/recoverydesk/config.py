@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     worker_batch: int = Field(20, ge=1, le=1000)
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_events_per_request: int = Field(1000, ge=1)
+    # The web desk's export upload (``POST /desk/assess``) checks this limit itself.
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     # Escalation notifications: email over SMTP, chat over signed webhooks.
     smtp_host: str | None = None
     smtp_port: int = Field(25, ge=1, le=65535)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from recoverydesk.entrypoints.web import cases
+from recoverydesk.entrypoints.web import cases, dashboard
 from recoverydesk.entrypoints.web.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -39,6 +39,7 @@ from recoverydesk.services.users import (
 
 web_router = APIRouter(prefix="/desk", include_in_schema=False)
 web_router.include_router(cases.router)
+web_router.include_router(dashboard.router)
 PASSWORDS = Argon2Passwords()
 STATIC = {
     "htmx.min.js": "text/javascript",
