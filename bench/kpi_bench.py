@@ -4,10 +4,11 @@
 
 Orders are generated straight into the tables with one set-based INSERT ... SELECT each (a
 recursive CTE on SQLite, ``generate_series`` on PostgreSQL), spread evenly over ``--weeks``
-weeks, in 3 channels x 4 fulfilment types; one order in ten has a case, one in fifty a cancel
-request. The desk's own ``reports.kpis.compute`` is timed for one week in the middle (best of
-three runs, after one warm-up), and polars computes the same headline order figures over the
-orders exported once to Parquet (the export is not timed). PostgreSQL is the server at
+weeks, in 3 channels x 4 fulfilment types; one order in ten has a case (carrying its order's
+segment and value, as the desk's stores keep them), one in fifty a cancel request. The desk's
+own ``reports.kpis.compute`` is timed for one week in the middle (best of three runs, after one
+warm-up), and each figure group on its own; polars computes the same headline order figures over
+the orders exported once to Parquet (the export is not timed). PostgreSQL is the server at
 ``RECOVERYDESK_TEST_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``); a scratch
 database is created and dropped.
 """
@@ -19,7 +20,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,11 +28,16 @@ from typing import Any
 
 import polars as pl
 import psycopg
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 
 from recoverydesk.persistence.migrate import upgrade
-from recoverydesk.reports.kpi_period import week_period
-from recoverydesk.reports.kpis import compute
+from recoverydesk.reports import kpi_cases
+from recoverydesk.reports.kpi_orders import data_quality, order_tallies
+from recoverydesk.reports.kpi_period import Period, week_period
+from recoverydesk.reports.kpi_root_causes import root_causes
+from recoverydesk.reports.kpi_stopship import chargeback_ratio, stopship_tallies
+from recoverydesk.reports.kpi_tally import Tallies
+from recoverydesk.reports.kpis import compute, planner_settings
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday: ISO week 2026-W02
 PG_ADMIN = os.environ.get("RECOVERYDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -85,14 +91,15 @@ def _sql(dialect: str, n: int, step: float) -> list[str]:
         {series}
         INSERT INTO cases (merchant_id, order_ref, category, status, outcome, opened_at,
             closed_at, opened_by, event_ids, created_at, updated_at, rule, data, clocks,
-            escalations, due_sort, revenue_at_risk, risk_cents)
+            escalations, due_sort, revenue_at_risk, risk_cents, order_channel,
+            order_fulfillment_type, order_value, order_currency)
         SELECT 1, 'o' || i, {_pick(CATEGORIES, "i / 10")},
             CASE WHEN i % 50 = 0 THEN 'triaged' ELSE 'closed' END,
             CASE WHEN i % 50 = 0 THEN NULL ELSE {_pick(OUTCOMES, "i / 10")} END,
             {at(f"{placed} + {hour}")},
             CASE WHEN i % 50 = 0 THEN NULL ELSE {at(f"{placed} + (1 + i % 48) * {hour}")} END,
             'bench:' || i, '[]', {at(placed)}, {at(placed)}, 'r' || i, '{{}}', '{{}}', '[]',
-            {at(placed)}, '0', 0
+            {at(placed)}, '0', 0, {_pick(CHANNELS, "i")}, {_pick(KINDS, "i / 3")}, '100.00', 'USD'
         FROM {source} WHERE i % 10 = 0"""  # noqa: S608
     cancellations = f"""
         {series}
@@ -147,7 +154,37 @@ def fill(url: str, orders: int, weeks: int) -> float:
     return time.perf_counter() - started
 
 
-def time_kpis(url: str, week: str) -> tuple[float, dict[str, Any]]:
+def _groups(db: Connection, period: Period) -> dict[str, Callable[[], object]]:
+    """Each figure group of ``compute``, to time on its own."""
+    tallies = Tallies()
+    return {
+        "orders": lambda: order_tallies(db, 1, period, "UTC", tallies),
+        "cases opened": lambda: kpi_cases._opened(db, 1, period, tallies),
+        "saves": lambda: kpi_cases._saves(db, 1, period, tallies),
+        "backlog": lambda: kpi_cases._backlog(db, 1, period.end, tallies),
+        "sla": lambda: kpi_cases._sla(db, 1, period, tallies),
+        "leakage": lambda: kpi_cases._leakage(db, 1, period, tallies),
+        "stop-ship": lambda: stopship_tallies(db, 1, period, tallies),
+        "root causes": lambda: root_causes(db, 1, period),
+        "chargebacks": lambda: chargeback_ratio(db, 1, period, "UTC"),
+        "data quality": lambda: data_quality(db, 1, period, tallies.overall().counts),
+    }
+
+
+def time_groups(db: Connection, period: Period) -> dict[str, float]:
+    """The best of three runs of each figure group, in seconds."""
+    best: dict[str, float] = {}
+    planner_settings(db)  # as ``compute`` does
+    for _ in range(3):
+        for name, run_group in _groups(db, period).items():
+            started = time.perf_counter()
+            run_group()
+            elapsed = time.perf_counter() - started
+            best[name] = min(best.get(name, elapsed), elapsed)
+    return best
+
+
+def time_kpis(url: str, week: str) -> tuple[float, dict[str, Any], dict[str, float]]:
     engine = create_engine(url)
     period = week_period(week, "UTC")
     best, figures = float("inf"), {}
@@ -157,8 +194,10 @@ def time_kpis(url: str, week: str) -> tuple[float, dict[str, Any]]:
             started = time.perf_counter()
             figures = compute(db, 1, period)
             best = min(best, time.perf_counter() - started)
+        db.rollback()
+        groups = time_groups(db, period)
     engine.dispose()
-    return best, figures
+    return best, figures, groups
 
 
 def export(url: str, folder: Path) -> Path:
@@ -219,7 +258,7 @@ def run(kind: str, orders: int, weeks: int, week: str) -> None:
     ):
         filled = fill(url, orders, weeks)
         print(f"[{kind}] generated {orders:,} orders in {filled:.1f} s")
-        elapsed, figures = time_kpis(url, week)
+        elapsed, figures, groups = time_kpis(url, week)
         path = export(url, Path(scratch))
         fast, frame = polars_figures(path, week)
     desk = {
@@ -234,6 +273,8 @@ def run(kind: str, orders: int, weeks: int, week: str) -> None:
         f"{elapsed * 1000:.0f} ms; polars headline figures {fast * 1000:.1f} ms; "
         f"ratio {elapsed / fast:.1f}x"
     )
+    shown = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in groups.items())
+    print(f"[{kind}] by figure group (ms): {shown}")
     print(f"[{kind}] desk   {desk}")
     print(f"[{kind}] polars {frame}  {'same' if desk == frame else 'DIFFERENT'}")
     ttc = figures["time_to_cancel"]

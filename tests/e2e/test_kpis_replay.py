@@ -35,17 +35,25 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import and_, column, create_engine, select, table, text
 
 from recoverydesk.bootstrap import bootstrap
 from recoverydesk.config import Settings
 from recoverydesk.domain.errors import InvalidEvent
 from recoverydesk.entrypoints.intake_file import read_events
+from recoverydesk.persistence.tables import cases, orders
+from recoverydesk.reports import kpis
+from recoverydesk.reports.kpi_orders import local_date
+from recoverydesk.reports.kpi_period import week_period
 from recoverydesk.sandbox import replay as simulation
 from recoverydesk.sandbox.recorders import (
     RecordedActions,
@@ -500,3 +508,159 @@ def test_the_api_figures_match_the_cli(live: LiveDesk, tmp_path: Path) -> None:
     cli = kpi_cli(url, "--merchant", MERCHANT, "--week", "2026-W48", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert answer.json() == {**json.loads(cli.stdout), "merchant": MERCHANT}
+
+
+def _ingest_in_arrival_order(
+    db_url: str, folder: Path, batches: list[list[dict[str, Any]]]
+) -> None:
+    """Each batch ingested as it arrives, whatever the events' own times."""
+    config = folder / "merchant.yaml"
+    config.write_text(CONFIG)
+    clock = SimulatedClock(simulation_start())
+    recorded = RecordedActions(clock)
+    desk = bootstrap(
+        Settings(database_url=db_url),
+        clock=clock,
+        email=RecordingEmail(recorded),
+        chat=RecordingChat(recorded),
+        outside=RecordingOutside(recorded),
+    )
+    try:
+        desk.upgrade()
+        with desk.uow() as uow:
+            admin.add_merchant(uow, clock=clock, name=MERCHANT, config=config)
+            uow.commit()
+        with desk.reader() as uow:
+            merchant = admin.require_merchant(uow, MERCHANT)
+        for number, batch in enumerate(batches):
+            stream = folder / f"batch-{number}.jsonl"
+            stream.write_text("".join(json.dumps(event) + "\n" for event in batch))
+            items = [item for _, item in read_events(stream) if isinstance(item, IncomingEvent)]
+            desk.ingest(merchant, items)
+    finally:
+        desk.close()
+
+
+def simulation_start() -> datetime:
+    return datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'desk.db'}"
+        return
+    pg_server: str = request.getfixturevalue("pg_server")
+    name = f"rd_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as server:
+        server.execute(f'CREATE DATABASE "{name}"')
+    base = pg_server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(pg_server, autocommit=True) as server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_case_opened_before_its_order_arrived_counts_under_the_orders_segment(
+    empty_db: str, tmp_path: Path
+) -> None:
+    # given a payment failure that arrives (and opens a case) before its order's placement,
+    # which arrives later with the channel, fulfilment type and value
+    failed = ev("psp:x1-fail", "payment.failed", u(24, "14:10"), "x1", reason="card_declined")
+    late = placed("x1", "amazon", "3pl", u(24, "14:00"))
+    _ingest_in_arrival_order(empty_db, tmp_path, [[failed], [late]])
+    # when the week's figures are computed
+    engine = create_engine(empty_db)
+    try:
+        with engine.connect() as db:
+            merchant_id, zone = kpis.merchant_named(db, MERCHANT)
+            figures = kpis.compute(db, merchant_id, week_period("2026-W48", zone))
+            copies = db.execute(
+                select(
+                    cases.c.order_channel,
+                    cases.c.order_fulfillment_type,
+                    cases.c.order_value,
+                    cases.c.order_currency,
+                ).where(cases.c.order_ref == "x1")
+            ).all()
+    finally:
+        engine.dispose()
+    # then the case carries its order's segment and value, as the order has them now
+    assert copies == [("amazon", "3pl", Decimal("100.00"), "USD")]
+    # and the open case and its revenue at risk count under the order's segment, not unknown
+    assert [(s["channel"], s["fulfillment_type"]) for s in figures["by_segment"]] == [
+        ("amazon", "3pl")
+    ]
+    assert figures["cases_opened"] == 1
+    assert figures["exception_backlog"]["open"] == 1
+    assert figures["revenue_at_risk"] == [{"amount": "100.00", "currency": "USD"}]
+
+
+@pytest.mark.parametrize(
+    "zone", ["UTC", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham"]
+)
+def test_sqlite_local_dates_agree_with_the_time_zone_database(zone: str) -> None:
+    # given stored UTC times around every offset change near a week, the last microsecond of
+    # local days, and times far outside the span worked out in SQL
+    period = week_period("2026-W44", zone)
+    moments = [period.start + timedelta(hours=h, microseconds=999_999) for h in range(-24, 24)]
+    moments += [
+        period.start + timedelta(days=d, seconds=s) for d in range(-400, 500, 7) for s in (-1, 0)
+    ]
+    moments += [
+        datetime(2026, m, 1, tzinfo=UTC) + timedelta(seconds=s)
+        for m in range(1, 13)
+        for s in range(-3600 * 14, 3600 * 15, 1800)
+    ]
+    stored = [m.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in moments]
+    engine = create_engine("sqlite://")
+    with engine.connect() as db:
+        db.exec_driver_sql("CREATE TABLE times (at TEXT)")
+        db.execute(text("INSERT INTO times VALUES (:at)"), [{"at": s} for s in stored])
+        times = table("times", column("at"))
+        # when the SQL computes each time's local date
+        found = dict(db.execute(select(times.c.at, local_date(db, times.c.at, zone, period))).all())
+    # then it is the date zoneinfo gives
+    expected = {
+        s: m.astimezone(ZoneInfo(zone)).date().isoformat()
+        for s, m in zip(stored, moments, strict=True)
+    }
+    assert found == expected
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def replayed_url(request: pytest.FixtureRequest, sqlite_desk: tuple[str, Path]) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_desk"))
+    return sqlite_desk[0]
+
+
+def test_every_case_carries_its_orders_segment_and_value(replayed_url: str) -> None:
+    # given the stream replayed (cases opened, changed and closed as events arrived)
+    engine = create_engine(replayed_url)
+    copies = (
+        cases.c.order_channel,
+        cases.c.order_fulfillment_type,
+        cases.c.order_value,
+        cases.c.order_currency,
+    )
+    same_order = and_(
+        orders.c.merchant_id == cases.c.merchant_id, orders.c.ref == cases.c.order_ref
+    )
+    try:
+        with engine.connect() as db:
+            # when each case is read beside its order
+            rows = db.execute(
+                select(
+                    cases.c.order_ref,
+                    *copies,
+                    orders.c.channel,
+                    orders.c.fulfillment_type,
+                    orders.c.value,
+                    orders.c.currency,
+                ).select_from(cases.outerjoin(orders, same_order))
+            ).all()
+    finally:
+        engine.dispose()
+    # then every case's copy is its order's segment and value as they are now
+    assert len(rows) >= 5
+    assert [row for row in rows if tuple(row[1:5]) != tuple(row[5:9])] == []

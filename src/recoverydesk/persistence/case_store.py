@@ -9,11 +9,49 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, select, update
 
 from recoverydesk.domain.cases import Case, CaseStatus, Outcome, ReasonCode, category_of
 from recoverydesk.domain.sla import SlaClock
-from recoverydesk.persistence.tables import case_timeline, cases, is_open
+from recoverydesk.persistence.tables import case_timeline, cases, is_open, orders
+
+# Each case's copy of its order's columns (``tables.cases``), by the order's column name.
+ORDER_COPIES = {
+    "channel": "order_channel",
+    "fulfillment_type": "order_fulfillment_type",
+    "value": "order_value",
+    "currency": "order_currency",
+}
+
+
+def copy_order_columns(db: Connection, merchant_id: int, refs: Collection[str]) -> None:
+    """The cases of these orders get their order's segment and value (NULL for an order the
+    desk does not have); set-based, and only the cases whose copy differs are written."""
+    if not refs:
+        return
+    same_order = and_(
+        orders.c.merchant_id == cases.c.merchant_id, orders.c.ref == cases.c.order_ref
+    )
+    up_to_date = exists().where(
+        same_order,
+        *(
+            orders.c[name].is_not_distinct_from(cases.c[copy])
+            for name, copy in ORDER_COPIES.items()
+        ),
+    )
+    stale = and_(*(cases.c[copy].is_(None) for copy in ORDER_COPIES.values()))
+    missing = ~exists().where(same_order)
+    db.execute(
+        update(cases)
+        .where(cases.c.merchant_id == merchant_id, cases.c.order_ref.in_(sorted(set(refs))))
+        .where(~up_to_date, ~and_(missing, stale))
+        .values(
+            {
+                copy: select(orders.c[name]).where(same_order).scalar_subquery()
+                for name, copy in ORDER_COPIES.items()
+            }
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +115,7 @@ class SqlCaseStore:
             ids = self._db.execute(adding, [_row(merchant_id, case) for case in new]).scalars()
             for case, case_id in zip(new, ids, strict=True):
                 case.id = case_id
+            copy_order_columns(self._db, merchant_id, {case.order_ref for case in new})
         self._write_timeline(merchant_id, changed)
 
     def _write_timeline(self, merchant_id: int, changed: Sequence[Case]) -> None:
@@ -115,6 +154,7 @@ class SqlCaseStore:
             cases.c.id.in_(sorted(case.id for case in moving if case.id is not None)),
         )
         self._db.execute(stmt.values(order_ref=to_ref))
+        copy_order_columns(self._db, merchant_id, [to_ref])
         for case in moving:
             case.order_ref = to_ref
 

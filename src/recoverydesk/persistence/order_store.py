@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, select, update
 
 from recoverydesk.domain.orders import FulfillmentStatus, OrderView
+from recoverydesk.persistence.case_store import copy_order_columns
 from recoverydesk.persistence.database import upsert_insert
 from recoverydesk.persistence.tables import order_keys, orders
 from recoverydesk.services.ports import OrderKey, linkable_keys
@@ -71,6 +72,7 @@ class SqlOrderStore:
             row["m_id"], row["m_ref"] = row.pop("merchant_id"), row.pop("ref")
             rows.append(row)
         self._db.execute(stmt, rows)
+        copy_order_columns(self._db, merchant_id, [view.ref for view in views])
         return self._record_keys(merchant_id, views)
 
     def _record_keys(self, merchant_id: int, views: Sequence[OrderView]) -> dict[OrderKey, str]:
@@ -115,6 +117,7 @@ class SqlOrderStore:
                     orders.c.merchant_id == merchant_id, orders.c.ref.in_(sorted(refs))
                 )
             )
+            copy_order_columns(self._db, merchant_id, refs)
 
     def get(self, merchant_id: int, ref: str) -> OrderView | None:
         return self._select(merchant_id, [ref], lock=False).get(ref)

@@ -1,5 +1,7 @@
 """The case figures of KPIS.md, grouped by the channel x fulfilment type of each case's order
-(a case whose order the desk never saw counts under ``unknown``).
+(a case whose order the desk never saw counts under ``unknown``). Each case row carries its
+order's segment and value (``cases.order_channel`` ..., kept equal to the order's by the stores),
+so these queries read cases alone: no lookup of each case's order.
 
 - ``save_rate`` / ``revenue_saved``: at-risk cases (the pre-fulfilment categories, change
   requests included) closed in the period, and the value of the orders they saved.
@@ -14,9 +16,22 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Subquery, and_, case, func, literal, or_, select, union_all
+from sqlalchemy import (
+    Connection,
+    String,
+    Subquery,
+    and_,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.sql.elements import ColumnElement
 
 from recoverydesk.domain.cases import PRE_FULFILMENT, SAVED_OUTCOMES
@@ -33,6 +48,7 @@ REFUNDED = ("refunded", "partially_refunded")
 _with_order = cases.outerjoin(
     orders, and_(orders.c.merchant_id == cases.c.merchant_id, orders.c.ref == cases.c.order_ref)
 )
+CHANNEL, KIND = cases.c.order_channel, cases.c.order_fulfillment_type
 
 
 def _in(column: Any, period: Period) -> ColumnElement[bool]:
@@ -49,10 +65,9 @@ def case_tallies(db: Connection, merchant_id: int, period: Period, tallies: Tall
 
 def _opened(db: Connection, merchant_id: int, period: Period, tallies: Tallies) -> None:
     rows = db.execute(
-        select(orders.c.channel, orders.c.fulfillment_type, func.count())
-        .select_from(_with_order)
+        select(CHANNEL, KIND, func.count())
         .where(cases.c.merchant_id == merchant_id, _in(cases.c.opened_at, period))
-        .group_by(orders.c.channel, orders.c.fulfillment_type)
+        .group_by(CHANNEL, KIND)
     ).all()
     for channel, kind, count in rows:
         tallies.at(channel, kind).counts["cases_opened"] += int(count)
@@ -67,15 +82,9 @@ def _saves(db: Connection, merchant_id: int, period: Period, tallies: Tallies) -
     )
     saved = cases.c.outcome.in_(SAVED)
     rows = db.execute(
-        select(
-            orders.c.channel,
-            orders.c.fulfillment_type,
-            func.count(),
-            func.sum(case((saved, 1), else_=0)),
-        )
-        .select_from(_with_order)
+        select(CHANNEL, KIND, func.count(), func.sum(case((saved, 1), else_=0)))
         .where(closed_at_risk)
-        .group_by(orders.c.channel, orders.c.fulfillment_type)
+        .group_by(CHANNEL, KIND)
     ).all()
     for channel, kind, closed, n_saved in rows:
         counts = tallies.at(channel, kind).counts
@@ -86,44 +95,38 @@ def _saves(db: Connection, merchant_id: int, period: Period, tallies: Tallies) -
 
 def _order_values(db: Connection, tallies: Tallies, figure: str, where: Any) -> None:
     """Adds the value of each order (once) that has a case matching ``where``."""
-    rows = db.execute(
-        select(
-            orders.c.ref,
-            orders.c.channel,
-            orders.c.fulfillment_type,
-            orders.c.value,
-            orders.c.currency,
-        )
-        .select_from(_with_order)
-        .where(where)
-        .distinct()
-    ).all()
-    for _, channel, kind, value, currency in rows:
-        tallies.at(channel, kind).add_money(figure, value, currency)
+    c = cases.c
+    matching = select(c.order_ref, CHANNEL, KIND, c.order_value, c.order_currency).where(where)
+    _add_values(db, tallies, figure, matching.subquery("matching"))
+
+
+def _add_values(db: Connection, tallies: Tallies, figure: str, found: Subquery) -> None:
+    """Adds the value of each order of ``found`` once: counted by segment and value in SQL (as
+    text: the exact amount, scale included) and multiplied here, in Decimal."""
+    keys = (
+        found.c.order_channel,
+        found.c.order_fulfillment_type,
+        sql_cast(found.c.order_value, String),
+        found.c.order_currency,
+    )
+    counted = select(*keys, func.count(func.distinct(found.c.order_ref))).group_by(*keys)
+    for channel, kind, value, currency, orders_of_value in db.execute(counted).all():
+        amount = None if value is None else Decimal(value) * int(orders_of_value)
+        tallies.at(channel, kind).add_money(figure, amount, currency)
 
 
 def _open_at(merchant_id: int, at: datetime) -> Subquery:
     """The cases open at ``at``: opened by then, and open now or closed only after; two
     branches, so each reads its own index (open cases, then cases by close time)."""
-    columns = (cases.c.order_ref, cases.c.category, cases.c.opened_at)
-    still_open = select(*columns).where(
-        cases.c.merchant_id == merchant_id, is_open(cases.c.status), cases.c.opened_at <= at
+    c = cases.c
+    columns = (c.order_ref, c.category, c.opened_at, CHANNEL, KIND, c.order_value)
+    still_open = select(*columns, c.order_currency).where(
+        c.merchant_id == merchant_id, is_open(c.status), c.opened_at <= at
     )
-    closed_later = select(*columns).where(
-        cases.c.merchant_id == merchant_id, cases.c.closed_at > at, cases.c.opened_at <= at
+    closed_later = select(*columns, c.order_currency).where(
+        c.merchant_id == merchant_id, c.closed_at > at, c.opened_at <= at
     )
     return union_all(still_open, closed_later).subquery("open_cases")
-
-
-def _of_order(merchant_id: int, ref: Any, name: str) -> Any:
-    """One column of a case's order as a scalar subquery: a primary-key lookup per case, which
-    both databases run as such (a join lets PostgreSQL hash the whole orders table)."""
-    return (
-        select(orders.c[name])
-        .where(orders.c.merchant_id == merchant_id, orders.c.ref == ref)
-        .scalar_subquery()
-        .label(name)
-    )
 
 
 def _backlog(db: Connection, merchant_id: int, at: datetime, tallies: Tallies) -> None:
@@ -135,22 +138,16 @@ def _backlog(db: Connection, merchant_id: int, at: datetime, tallies: Tallies) -
         ),
         else_=">72h",
     ).label("bucket")
-    segment = [
-        _of_order(merchant_id, found.c.order_ref, n) for n in ("channel", "fulfillment_type")
-    ]
+    segment = (found.c.order_channel, found.c.order_fulfillment_type)
     rows = select(*segment, found.c.category, bucket).subquery("backlog")
-    keys = (rows.c.channel, rows.c.fulfillment_type, rows.c.category, rows.c.bucket)
+    keys = (rows.c.order_channel, rows.c.order_fulfillment_type, rows.c.category, rows.c.bucket)
     grouped = select(*keys, func.count()).group_by(*keys)
     for channel, kind, category, label, count in db.execute(grouped).all():
         tally = tallies.at(channel, kind)
         tally.backlog_age[label] += int(count)
         tally.backlog_category[category] += int(count)
-    refs = select(found.c.order_ref).where(found.c.category.in_(AT_RISK)).distinct().subquery()
-    names = ("channel", "fulfillment_type", "value", "currency")
-    fields = (_of_order(merchant_id, refs.c.order_ref, n) for n in names)
-    values = db.execute(select(refs.c.order_ref, *fields))
-    for _, channel, kind, value, currency in values.all():
-        tallies.at(channel, kind).add_money("revenue_at_risk", value, currency)
+    at_risk = select(found).where(found.c.category.in_(AT_RISK)).subquery("at_risk")
+    _add_values(db, tallies, "revenue_at_risk", at_risk)
 
 
 CLOCKS = ("first_touch", "resolution")
@@ -163,9 +160,7 @@ def _sla(db: Connection, merchant_id: int, period: Period, tallies: Tallies) -> 
     parts = [cases.c.clocks[(name, "stopped_at")].as_string() for name in CLOCKS]
     breached = [cases.c.clocks[(name, "breached")].as_boolean() for name in CLOCKS]
     rows = db.execute(
-        select(orders.c.channel, orders.c.fulfillment_type, *parts, *breached)
-        .select_from(_with_order)
-        .where(
+        select(CHANNEL, KIND, *parts, *breached).where(
             cases.c.merchant_id == merchant_id,
             or_(_in(cases.c.first_touched_at, period), _in(cases.c.closed_at, period)),
         )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, func, literal, select
 
 from recoverydesk.domain.cases import CaseStatus
 from recoverydesk.persistence.merchant_store import SqlMerchantStore
-from recoverydesk.persistence.tables import cases, orders
+from recoverydesk.persistence.tables import cases
+from recoverydesk.persistence.types import UTCDateTime
 from recoverydesk.reports.kpi_period import Period
 from recoverydesk.services.merchants import settings_from_stored
 from recoverydesk.services.policy import RootCauseSpec
@@ -21,26 +22,24 @@ def root_causes(db: Connection, merchant_id: int, period: Period) -> dict[str, A
     upstream fix from the merchant's current list; the same per channel and fulfilment type.
     Also how many closed cases carry no root cause, and how many resolved cases wait for a
     person to name theirs (``root_cause_needed``)."""
-    joined = cases.outerjoin(
-        orders, and_(orders.c.merchant_id == cases.c.merchant_id, orders.c.ref == cases.c.order_ref)
-    )
+    segment = (cases.c.order_channel, cases.c.order_fulfillment_type)  # the case's order's
     rows = db.execute(
-        select(cases.c.root_cause, orders.c.channel, orders.c.fulfillment_type, func.count())
-        .select_from(joined)
+        select(cases.c.root_cause, *segment, func.count())
         .where(
             cases.c.merchant_id == merchant_id,
             cases.c.status == CaseStatus.CLOSED.value,
             cases.c.closed_at >= period.start,
             cases.c.closed_at < period.end,
         )
-        .group_by(cases.c.root_cause, orders.c.channel, orders.c.fulfillment_type)
+        .group_by(cases.c.root_cause, *segment)
     ).all()
     needed = db.execute(
         select(func.count()).where(
             cases.c.merchant_id == merchant_id,
             cases.c.status == CaseStatus.RESOLVED.value,
             cases.c.root_cause.is_(None),
-            cases.c.closed_at < period.end,
+            # coalesced: read the few resolved cases by status, not every case closed before
+            func.coalesce(cases.c.closed_at, literal(period.end, UTCDateTime)) < period.end,
         )
     ).scalar_one()
     listed = _root_cause_list(db, merchant_id)
