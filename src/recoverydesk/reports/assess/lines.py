@@ -123,13 +123,23 @@ CATEGORY_TYPE = pl.Enum(sorted(category.value for category in Category))  # max(
 
 def _with_statuses(frame: pl.LazyFrame, profile: Profile) -> pl.LazyFrame:
     """``line_status``, ``category`` and ``unknown_status`` (the raw value when the profile
-    does not know it) by a join with the profile's small status table (set-based: no mapping
-    of each of millions of values)."""
+    does not know it) by looking the cleaned status up in the profile's small status table
+    (a hash lookup per line: no join, which would move every column of millions of lines)."""
     key = pl.col("status").cast(pl.String).str.strip_chars().str.to_lowercase().fill_null("")
+    rules = profile.statuses
+    statuses = {name: rule.status.value for name, rule in rules.items()}
+    categories = {name: rule.category for name, rule in rules.items() if rule.category}
     unknown = pl.col("line_status").is_null() & pl.lit("status" in profile.columns)
     return (
         frame.with_columns(__key=key)
-        .join(_status_table(profile), on="__key", how="left")
+        .with_columns(
+            line_status=pl.col("__key").replace_strict(
+                statuses, default=None, return_dtype=STATUS_TYPE
+            ),
+            category=pl.col("__key").replace_strict(
+                categories, default=None, return_dtype=CATEGORY_TYPE
+            ),
+        )
         .with_columns(
             pl.col("line_status").fill_null(DeskStatus.PLACED.value),
             unknown_status=pl.when(unknown).then(pl.col("status")).otherwise(None),
@@ -138,21 +148,9 @@ def _with_statuses(frame: pl.LazyFrame, profile: Profile) -> pl.LazyFrame:
     )
 
 
-def _status_table(profile: Profile) -> pl.LazyFrame:
-    rules = profile.statuses.values()
-    return pl.LazyFrame(
-        {
-            "__key": list(profile.statuses),
-            "line_status": [rule.status.value for rule in rules],
-            "category": [rule.category for rule in rules],
-        },
-        schema={"__key": pl.String, "line_status": STATUS_TYPE, "category": CATEGORY_TYPE},
-    )
-
-
 def _dimensions(profile: Profile) -> dict[str, pl.Expr]:
     defaults = profile.defaults
-    channel = _text(pl.col("channel")).str.to_lowercase()
+    channel = pl.col("channel").str.to_lowercase()  # already clean text (TEXT_FIELDS)
     fulfilment = pl.col("fulfillment_type")
     if profile.fulfillment_types:
         fulfilment = fulfilment.str.to_lowercase().replace_strict(
