@@ -2,12 +2,16 @@
 page weight (HTML + CSS + JS, raw and gzipped).
 
     .venv/bin/python bench/web_bench.py [--cases 100000] [--requests 50] [--db sqlite,postgresql]
+        [--fresh] [--explain]
 
 The open cases are written straight into the tables (set-based batches, spread over 6 queues, 3
 priorities, 3 channels, 4 fulfilment types, each with a running first-touch clock); one order is
 ingested through the desk so its workspace has a real order 360, timeline and playbook. A live
 desk (uvicorn in a thread) serves a logged-in user over loopback HTTP; each page is requested
 ``--requests`` times after one warm-up, and p50/p95 of the time to the whole answer are printed.
+After the load the tables are analyzed (and vacuumed on PostgreSQL), as a desk that has held
+its cases for a while has been by autovacuum; ``--fresh`` measures right after the load instead
+(no statistics yet). ``--explain`` prints the plans of the board's queries.
 """
 
 from __future__ import annotations
@@ -34,16 +38,23 @@ import httpx
 import psycopg
 import uvicorn
 from pydantic import SecretStr
-from sqlalchemy import insert
+from sqlalchemy import Engine, event, insert, text
 
 from recoverydesk.bootstrap import Desk, bootstrap
 from recoverydesk.config import Settings
 from recoverydesk.entrypoints.api.app import create_app
+from recoverydesk.entrypoints.web.board_query import (
+    BoardFilter,
+    page_groups,
+    queue_counts,
+    top_cases,
+)
 from recoverydesk.entrypoints.web.users_cli import add_web_user
 from recoverydesk.persistence.tables import cases, orders
 from recoverydesk.services import merchants as admin
 from recoverydesk.services.canonical import parse_event
 from recoverydesk.services.ports import IncomingEvent
+from recoverydesk.telemetry import configure_logging
 
 PG_ADMIN = os.environ.get("RECOVERYDESK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 QUEUES = ("pre_fulfilment", "payments", "warehouse", "delivery", "refunds", "disputes")
@@ -209,12 +220,61 @@ def timed(client: httpx.Client, path: str, times: int) -> tuple[float, float, in
     return statistics.median(spent), p95, size
 
 
-def measure(url: str, count: int, times: int, label: str) -> None:
+def settle(engine: Engine) -> None:
+    """What autovacuum does to a table that has held its rows a while: statistics for the
+    planner and, on PostgreSQL, the visibility map that index-only scans read."""
+    started = time.perf_counter()
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+            db.execute(text("VACUUM ANALYZE cases"))
+            db.execute(text("VACUUM ANALYZE orders"))
+    else:
+        with engine.begin() as db:
+            db.execute(text("ANALYZE"))
+    print(f"  tables analyzed in {time.perf_counter() - started:.1f}s")
+
+
+def explain(engine: Engine, merchant_id: int, wanted: BoardFilter) -> None:
+    """The plans (and, on PostgreSQL, the actual times) of the board's queries."""
+    seen: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    now = datetime.now(UTC)
+    with engine.connect() as db:
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            counts = queue_counts(db, merchant_id, wanted, now=now)
+            top_cases(db, merchant_id, wanted, now=now, groups=page_groups(counts))
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        postgres = engine.dialect.name == "postgresql"
+        prefix = "EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN "
+        for statement, params in seen:
+            if not statement.lstrip().upper().startswith("SELECT"):
+                continue
+            cursor = db.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute(prefix + statement, params)
+            print("  " + " ".join(statement.split())[:160] + " ...")
+            for row in cursor.fetchall():
+                print("      " + str(row[0] if postgres else row[-1]))
+
+
+def measure(url: str, count: int, times: int, label: str, *, fresh: bool, plans: bool) -> None:
     print(f"{label}:")
     desk = bootstrap(Settings(database_url=url, decision_secret=SecretStr("b" * 32)))
     desk.upgrade()
     try:
         case_id = populate(desk, count)
+        if not fresh:
+            settle(desk.engine)
+        if plans:
+            with desk.reader() as uow:
+                merchant = uow.merchants.by_name("bench")
+            assert merchant is not None
+            for wanted in (BoardFilter(), BoardFilter(queue="payments", channel="amazon")):
+                explain(desk.engine, merchant.id, wanted)
         with serving(desk) as base:
             client = _login(base)
             pages = {
@@ -264,15 +324,20 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--fresh", action="store_true", help="no ANALYZE/VACUUM after the load")
+    parser.add_argument("--explain", action="store_true", help="print the board queries' plans")
     args = parser.parse_args()
+    configure_logging("warning", "console")
+    options = {"fresh": args.fresh, "plans": args.explain}
     chosen = args.db.split(",")
     if "sqlite" in chosen:
         with tempfile.TemporaryDirectory() as folder:
             url = f"sqlite:///{Path(folder) / 'bench.db'}"
-            measure(url, args.cases, args.requests, f"SQLite, {args.cases:,} open cases")
+            measure(url, args.cases, args.requests, f"SQLite, {args.cases:,} open cases", **options)
     if "postgresql" in chosen:
         with pg_database() as url:
-            measure(url, args.cases, args.requests, f"PostgreSQL, {args.cases:,} open cases")
+            label = f"PostgreSQL, {args.cases:,} open cases"
+            measure(url, args.cases, args.requests, label, **options)
 
 
 if __name__ == "__main__":

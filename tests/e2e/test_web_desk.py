@@ -300,3 +300,38 @@ def test_the_board_reads_at_tablet_width_and_by_keyboard(browser: Any, live: Liv
     assert page.evaluate("document.activeElement.id") == "main"
     shot(page, "board-768.png")
     page.close()
+
+
+def test_an_agent_sends_a_plain_message_from_the_composer(browser: Any, live: LiveDesk) -> None:
+    # given a fraud hold on an order whose customer has an email, and an agent of acme
+    case_id = held_for_fraud(live, "acme", "5001")
+    a_user(live, "ana", "agent", "acme")
+    page = log_in(browser, live, "ana")
+    page.goto(f"{live.base_url}/desk/cases/{case_id}")
+    # when the agent picks the delay update among the plain messages
+    chosen = page.get_by_label("Plain message (no choices)")
+    assert "delay update" in chosen.inner_text()
+    assert "stock decision" not in chosen.inner_text()  # that one asks to choose
+    chosen.select_option("delay_update")
+    # then the page previews the message the customer will get, before it is sent
+    preview = page.locator("#message-preview")
+    preview.get_by_text("Your order #5001 is delayed").wait_for()
+    assert "By email to kim@example.com" in preview.inner_text()
+    assert "Your order #5001 is running late." in preview.inner_text()
+    shot(page, "workspace-message.png")
+    # when they send it
+    page.get_by_role("button", name="Send the plain message").click()
+    page.get_by_role("status").filter(has_text="Done: send message").wait_for()
+    # then the timeline shows the message, sent by the agent
+    timeline = page.get_by_role("heading", name="Timeline").locator("..").inner_text()
+    assert re.search(r"message sent by ana .*template: delay_update", timeline), timeline
+    # and the worker sends one email through the outbox
+    work(live)
+    with live.desk.reader() as uow:
+        merchant = uow.merchants.by_name("acme")
+        assert merchant is not None
+        calls = uow.outbound.for_order(merchant.id, "5001")
+    sent = [call for call in calls if call["action"] == "send_message"]
+    assert [(c["system"], c["params"]["to"]) for c in sent] == [("email", "kim@example.com")]
+    assert sent[0]["params"]["subject"] == "Your order #5001 is delayed"
+    page.close()

@@ -7,6 +7,10 @@ Payment actions (void, refund) go through the refund ledger (``services.stopship
 under the order's lock, reserved, then sent by the outbox; ``retry_step`` and ``mark_converted``
 act on the order's open stop-ship workflow. Each is refused with its own error code when the
 ledger or the workflow's state forbids it.
+``send_message`` sends the customer a plain message (no choices) from one of the merchant's
+templates, rendered as a playbook's ``message`` step renders it (``decisions.compose_message``),
+through the outbox: the order's helpdesk ticket, else email (``no_recipient`` when it has
+neither); a second click in the same second is the same message.
 ``close`` closes a case with its outcome and a root cause from the merchant's list (F15, F16): a
 resolved case on the outcome the source systems confirmed; an open case only on an outcome no
 source system reports (denied, concession), else ``outcome_not_verified``. ``set_root_cause``
@@ -15,20 +19,30 @@ corrects a closed case's root cause. A root cause not in the list is ``unknown_r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+
+from jinja2 import Environment, meta
 
 from recoverydesk.domain.cases import Case, CaseStatus, Outcome
 from recoverydesk.domain.errors import InvalidInput, InvalidTransition, NotFound
 from recoverydesk.domain.ledger import EntryKind
 from recoverydesk.domain.orders import OrderView
 from recoverydesk.services import playbooks, stopship
-from recoverydesk.services.decisions import DecisionLinks, DecisionOffer, offer_decision
+from recoverydesk.services.decisions import (
+    NO_DECISION,
+    DecisionLinks,
+    DecisionOffer,
+    compose_message,
+    offer_decision,
+)
+from recoverydesk.services.evidence_pack import TimelineReader
+from recoverydesk.services.messages_compose import DEFAULT_TEMPLATES, MessageTemplate
 from recoverydesk.services.policy import RootCauseSpec
-from recoverydesk.services.ports import Merchant, UnitOfWork
+from recoverydesk.services.ports import JobRequest, Merchant, UnitOfWork
 from recoverydesk.services.triage import stage_timers, triage_for
 
 
@@ -44,6 +58,7 @@ class DeskAction(StrEnum):
     RETRY_STEP = "retry_step"
     MARK_CONVERTED = "mark_converted"
     OFFER_DECISION = "offer_decision"  # ask the customer to choose (``services.decisions``)
+    SEND_MESSAGE = "send_message"  # a plain message to the customer, with ``template``
     CLOSE = "close"  # with ``outcome`` and ``root_cause``
     SET_ROOT_CAUSE = "set_root_cause"  # of a closed case, with ``root_cause``
     RUN_STEP = "run_step"  # a step of the case's playbook, with ``step`` (``services.playbooks``)
@@ -63,6 +78,7 @@ class CaseAction:
     amount: Decimal | None = None
     concession: bool = False
     offer: DecisionOffer | None = None  # for ``offer_decision``
+    template: str | None = None  # for ``send_message``
     outcome: Outcome | None = None  # for ``close``
     root_cause: str | None = None  # for ``close`` and ``set_root_cause``
     step: str | None = None  # for ``run_step``
@@ -100,12 +116,85 @@ def act_on_case(
         offer_decision(
             uow, merchant=merchant, case=case, offer=command.offer, actor=command.actor, now=now
         )
+    if command.action is DeskAction.SEND_MESSAGE:
+        send_message(uow, merchant, case, template=command.template, actor=command.actor, now=now)
     _apply(case, command, now, set(triage.members()))
     order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
     triage.keep_clocks(case, order, now)
     uow.cases.save(merchant.id, [case])
     uow.jobs.enqueue(stage_timers(merchant.id, case, triage.calendar), now=now)
     return case
+
+
+SEND = "outbound.send"  # the outbox's job kind (``services.stopship``)
+
+
+def send_message(
+    uow: UnitOfWork,
+    merchant: Merchant,
+    case: Case,
+    *,
+    template: str | None,
+    actor: str,
+    now: datetime,
+) -> str:
+    """Send the customer a plain message about a (locked, open) case through the outbox and
+    record it on the timeline; the message's idempotency key is returned. The key holds the
+    second: the same template twice in one second (a double click) is one message."""
+    if not template:
+        raise InvalidInput("template: send_message needs a template (e.g. delay_update)")
+    policy = triage_for(uow, merchant).policy
+    if template not in plain_templates(policy.templates):
+        if template in {*policy.templates, *DEFAULT_TEMPLATES}:
+            why = f"template: {template!r} asks the customer to choose: use offer_decision"
+            raise InvalidInput(why, code="decision_template")
+        known = ", ".join(plain_templates(policy.templates))
+        why = f"template: no template {template!r} (known: {known})"
+        raise InvalidInput(why, code="no_template")
+    order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
+    system, params = compose_message(policy, merchant, order, template, dict(NO_DECISION))
+    key = f"message:{merchant.name}:{case.id}:{template}:{now.strftime('%Y%m%dT%H%M%SZ')}"
+    payload = {
+        "cancellation_id": None,
+        "order_ref": order.ref,
+        "system": system,
+        "action": "send_message",
+        "key": key,
+        "params": params,
+    }
+    job = JobRequest(merchant.id, kind=SEND, key=f"outbound:{key}", due_at=now, payload=payload)
+    uow.jobs.enqueue([job], now=now)
+    if not _recorded(uow, merchant, case, key):
+        detail = {"template": template, "system": system, "subject": params["subject"]}
+        case.record(now, "message_sent", actor, detail | {"idempotency_key": key})
+    return key
+
+
+def _recorded(uow: UnitOfWork, merchant: Merchant, case: Case, key: str) -> bool:
+    """Whether the case's stored timeline has this message already (a store that cannot read
+    the timeline, a fake, says no)."""
+    store = uow.cases
+    if case.id is None or not isinstance(store, TimelineReader):
+        return False
+    rows = store.timeline(merchant.id, case.id)
+    return any((row.get("detail") or {}).get("idempotency_key") == key for row in rows)
+
+
+def plain_templates(own: Mapping[str, MessageTemplate]) -> list[str]:
+    """The merchant's own and the desk's default templates that make no decision's offer
+    (their text uses no ``decision`` value): what ``send_message`` may send."""
+    found = {**DEFAULT_TEMPLATES, **own}
+    return sorted(name for name, template in found.items() if not _offers_decision(template))
+
+
+def _offers_decision(template: MessageTemplate) -> bool:
+    used: set[str] = set()
+    for text in (template.subject, template.body):
+        used |= meta.find_undeclared_variables(_PARSER.parse(text))
+    return "decision" in used
+
+
+_PARSER = Environment(autoescape=True)  # only parses a template: which values it uses
 
 
 def _apply(case: Case, command: CaseAction, now: datetime, members: set[str]) -> None:

@@ -245,7 +245,7 @@ class ActionBody(BaseModel):
     ``amount`` (a decimal string) and ``concession`` (a refund on an order that still ships);
     ``void``, ``retry_step`` and ``mark_converted`` take nothing more. ``close`` takes the
     ``outcome`` and a ``root_cause`` from the merchant's list; ``set_root_cause`` the
-    ``root_cause`` of a closed case."""
+    ``root_cause`` of a closed case. ``send_message`` takes a plain message's ``template``."""
 
     model_config = ConfigDict(extra="forbid")
     action: DeskAction
@@ -289,6 +289,7 @@ def post_case_action(
         amount=_amount(body.amount) if body.amount is not None else None,
         concession=body.concession,
         offer=offer_of(request, body) if body.action is DeskAction.OFFER_DECISION else None,
+        template=body.template if body.action is DeskAction.SEND_MESSAGE else None,
         outcome=body.outcome,
         root_cause=body.root_cause,
         step=body.step,

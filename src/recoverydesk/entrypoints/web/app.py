@@ -24,6 +24,7 @@ from recoverydesk.entrypoints.web.auth import (
 from recoverydesk.entrypoints.web.board_query import (
     BoardFilter,
     filter_choices,
+    page_groups,
     queue_counts,
     top_cases,
 )
@@ -159,7 +160,7 @@ def _board(
     now = desk.clock.now()
     with desk.engine.connect() as db:
         counts = queue_counts(db, merchant_id, wanted, now=now)
-        rows = top_cases(db, merchant_id, wanted, now=now)
+        rows = top_cases(db, merchant_id, wanted, now=now, groups=page_groups(counts))
         choices = filter_choices(db, merchant_id) if name == "board.html" else {}
     context = {
         "user": user,

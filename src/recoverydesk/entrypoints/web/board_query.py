@@ -1,17 +1,27 @@
 """What the queue board reads: open cases per queue and priority, and the top of the queue in
 the desk's priority order (priority, operational due time, revenue at risk, age), each with its
-nearest SLA due time. Set-based SQL over the partial index of open cases."""
+nearest SLA due time. Set-based SQL over the partial indexes of open cases:
+
+- the counts are one grouped query answered from ``ix_cases_open_counts`` alone (it holds every
+  column the query reads, so neither database visits the cases' rows);
+- the top of the queue reads the first page of each queue and priority the counts found, in
+  ``ix_cases_queue_page``'s own order (the index is sorted by queue and priority, then by the
+  rest of the desk's priority order), and merges those pages: at most a page per queue and
+  priority is read, however many cases are open. Each page names the index's leading columns,
+  so the planner takes that index even before the table has statistics.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Connection, Integer, Select, cast, func, select
+from sqlalchemy import Connection, Select, func, select, union_all
 
 from recoverydesk.entrypoints.web.templates import span
 from recoverydesk.persistence.tables import cases, is_open, orders
@@ -70,6 +80,8 @@ class BoardRow:
 @dataclass
 class QueueCount:
     queue: str
+    stored: str | None = None  # the queue as the cases hold it (None: not routed)
+    groups: dict[str | None, int] = field(default_factory=dict)  # by priority as stored
     by_priority: dict[str, int] = field(default_factory=dict)
     breached: int = 0
     at_risk: int = 0
@@ -107,45 +119,53 @@ def queue_counts(
 ) -> list[QueueCount]:
     """Every queue with open cases: counts by priority, and how many are past or near their
     operational due time."""
-    late = func.sum(cast(cases.c.due_sort < now, Integer))
-    near = func.sum(cast((cases.c.due_sort >= now) & (cases.c.due_sort < now + AT_RISK), Integer))
+    late = func.count().filter(cases.c.due_sort < now)
+    near = func.count().filter((cases.c.due_sort >= now) & (cases.c.due_sort < now + AT_RISK))
     query = _filtered(
         merchant_id, wanted, [cases.c.queue, cases.c.priority, func.count(), late, near]
     ).group_by(cases.c.queue, cases.c.priority)
     found: dict[str, QueueCount] = {}
     for queue, priority, count, breached, at_risk in db.execute(query):
-        entry = found.setdefault(queue or "unrouted", QueueCount(queue or "unrouted"))
+        entry = found.setdefault(queue or "unrouted", QueueCount(queue or "unrouted", queue))
         entry.by_priority[priority or "P3"] = entry.by_priority.get(priority or "P3", 0) + count
+        entry.groups[priority] = count
         entry.breached += int(breached or 0)
         entry.at_risk += int(at_risk or 0)
     return [found[name] for name in sorted(found)]
 
 
+_COLUMNS = [
+    cases.c.id,
+    cases.c.order_ref,
+    cases.c.category,
+    cases.c.priority,
+    cases.c.queue,
+    cases.c.status,
+    cases.c.owner,
+    cases.c.opened_at,
+    cases.c.revenue_at_risk,
+    cases.c.deadline,
+    cases.c.clocks,
+    cases.c.due_sort,
+    cases.c.risk_cents,
+]
+
+
 def top_cases(
-    db: Connection, merchant_id: int, wanted: BoardFilter, *, now: datetime, limit: int = PAGE
+    db: Connection,
+    merchant_id: int,
+    wanted: BoardFilter,
+    *,
+    now: datetime,
+    limit: int = PAGE,
+    groups: Sequence[tuple[str | None, str | None]] | None = None,
 ) -> list[BoardRow]:
-    """The first open cases in the priority order, with their SLA countdowns."""
-    columns = [
-        cases.c.id,
-        cases.c.order_ref,
-        cases.c.category,
-        cases.c.priority,
-        cases.c.queue,
-        cases.c.status,
-        cases.c.owner,
-        cases.c.opened_at,
-        cases.c.revenue_at_risk,
-        cases.c.deadline,
-        cases.c.clocks,
-    ]
-    query = _filtered(merchant_id, wanted, columns).order_by(
-        cases.c.priority,
-        cases.c.due_sort,
-        cases.c.risk_cents.desc(),
-        cases.c.opened_at,
-        cases.c.id,
-    )
-    rows = list(db.execute(query.limit(limit)))
+    """The first open cases in the priority order, with their SLA countdowns. ``groups``, the
+    (queue, priority) pairs that have open cases (``page_groups`` of the counts), lets each
+    one's first page be read from the index and the pages merged; without them the open cases
+    are sorted whole."""
+    query = _first_page(merchant_id, wanted, limit, groups)
+    rows = list(db.execute(query))
     kinds = _order_kinds(db, merchant_id, [row.order_ref for row in rows])
     return [
         BoardRow(
@@ -164,6 +184,45 @@ def top_cases(
         )
         for row in rows
     ]
+
+
+def _in_priority_order(query: Select[Any], limit: int) -> Select[Any]:
+    found = query.selected_columns
+    return query.order_by(
+        found.priority, found.due_sort, found.risk_cents.desc(), found.opened_at, found.id
+    ).limit(limit)
+
+
+def page_groups(counts: Sequence[QueueCount]) -> list[tuple[str | None, str | None]]:
+    """The (queue, priority) pairs, as the cases hold them, that have open cases."""
+    return [(count.stored, priority) for count in counts for priority in count.groups]
+
+
+def _first_page(
+    merchant_id: int,
+    wanted: BoardFilter,
+    limit: int,
+    groups: Sequence[tuple[str | None, str | None]] | None,
+) -> Select[Any]:
+    if not groups:
+        return _in_priority_order(_filtered(merchant_id, wanted, _COLUMNS), limit)
+    pages = [
+        _in_priority_order(
+            _filtered(merchant_id, wanted, _COLUMNS).where(
+                _is(cases.c.queue, queue), _is(cases.c.priority, priority)
+            ),
+            limit,
+        )
+        for queue, priority in groups
+    ]
+    if len(pages) == 1:
+        return pages[0]
+    merged = union_all(*(select(page.subquery()) for page in pages)).subquery()
+    return _in_priority_order(select(merged), limit)
+
+
+def _is(column: Any, value: str | None) -> Any:
+    return column.is_(None) if value is None else column == value
 
 
 def _order_kinds(

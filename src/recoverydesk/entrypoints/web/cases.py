@@ -9,7 +9,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
@@ -29,7 +29,12 @@ from recoverydesk.entrypoints.web.auth import (
     desk_of,
 )
 from recoverydesk.entrypoints.web.templates import page
-from recoverydesk.entrypoints.web.workspace import DECISIONS, find_case, workspace
+from recoverydesk.entrypoints.web.workspace import (
+    DECISIONS,
+    find_case,
+    message_preview,
+    workspace,
+)
 from recoverydesk.persistence.user_store import SqlUserStore
 from recoverydesk.services import stopship
 from recoverydesk.services.casework import MONEY_ACTIONS, CaseAction, DeskAction, act_on_case
@@ -81,6 +86,26 @@ async def case_page(
     request: Request, user: LoggedIn, case_id: int, done: str | None = None
 ) -> Response:
     return await run_in_threadpool(_render, request, user, case_id, done=done)
+
+
+@router.get("/{case_id}/message")
+async def message_page(
+    request: Request,
+    user: LoggedIn,
+    case_id: int,
+    template: Annotated[str, Query(max_length=60)] = "",
+) -> Response:
+    """The composer's preview: the plain message a template makes for this case's customer."""
+    return await run_in_threadpool(_preview, request, user, case_id, template)
+
+
+def _preview(request: Request, user: WebUser, case_id: int, template: str) -> Response:
+    desk = desk_of(request)
+    located = _located(desk, user, case_id)
+    found = message_preview(desk, located[0], case_id, template) if located else None
+    if found is None:
+        return _not_found(request, user, case_id)
+    return page(request, "_message_preview.html", {"preview": found})
 
 
 @router.get("/{case_id}/live")
@@ -156,6 +181,7 @@ def _command(
         amount=_amount(form["amount"]) if action is DeskAction.REFUND else None,
         concession=form["concession"] == "yes",
         offer=offer,
+        template=(form["template"] or None) if action is DeskAction.SEND_MESSAGE else None,
         outcome=Outcome(form["outcome"]) if form["outcome"] else None,
         root_cause=form["root_cause"] or None,
         step=form["step"] or None,

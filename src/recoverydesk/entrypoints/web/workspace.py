@@ -10,12 +10,15 @@ from fastapi import Request
 
 from recoverydesk.bootstrap import Desk
 from recoverydesk.domain.cases import Case, Outcome
-from recoverydesk.domain.errors import DeskError
+from recoverydesk.domain.errors import DeskError, InvalidInput
+from recoverydesk.domain.orders import OrderView
 from recoverydesk.domain.playbooks import RUNNABLE, StepState
 from recoverydesk.domain.stopship import TIMESTAMPS, Stage
 from recoverydesk.entrypoints.api.decisions import decision_links
 from recoverydesk.entrypoints.web.auth import CASE_ROLES, LEAD_ROLES, MONEY_ROLES, WebUser
 from recoverydesk.persistence.uow import SqlUnitOfWork
+from recoverydesk.services.casework import plain_templates
+from recoverydesk.services.decisions import NO_DECISION, compose_message
 from recoverydesk.services.messages_compose import CHOICE_LABELS, DEFAULT_TEMPLATES
 from recoverydesk.services.playbook_plan import plan_view
 from recoverydesk.services.ports import Merchant
@@ -77,6 +80,7 @@ def workspace(
         triage = triage_for(uow, merchant)
         members = sorted(triage.members())
         root_causes = [(c.code, c.label) for c in triage.policy.root_causes]
+        messages = plain_templates(triage.policy.templates)
     order_body = order_to_dict(order) if order is not None else None
     money = money_view(order, entries) if order is not None else None
     cancellation = cancellation_to_dict(workflows[-1]) if workflows else None
@@ -95,10 +99,50 @@ def workspace(
         "root_causes": root_causes,
         "outcomes": [o.value for o in Outcome],
         "templates": sorted(DEFAULT_TEMPLATES),
+        "messages": messages,
         "decisions": {k: (v[0], v[1]) for k, v in DECISIONS.items()},
         "choice_labels": CHOICE_LABELS,
-        "can": _allowed(request, user, case, money=money, cancellation=cancellation),
+        "can": _allowed(request, user, case, money=money, cancellation=cancellation)
+        | {"message": _message_reason(user, case, order)},
     }
+
+
+def message_preview(
+    desk: Desk, merchant: Merchant, case_id: int, template: str
+) -> dict[str, str] | None:
+    """The plain message ``template`` makes for this case's customer, as ``send_message`` would
+    send it (subject, body, the system and the recipient), or the reason it cannot be sent;
+    None when there is no such case."""
+    with desk.reader() as uow:
+        case = uow.cases.get(merchant.id, case_id)
+        if case is None:
+            return None
+        policy = triage_for(uow, merchant).policy
+        order = uow.orders.get(merchant.id, case.order_ref) or OrderView(ref=case.order_ref)
+    try:
+        if template not in plain_templates(policy.templates):
+            raise InvalidInput(f"no plain message template {template!r}")
+        system, params = compose_message(policy, merchant, order, template, dict(NO_DECISION))
+    except DeskError as error:
+        return {"template": template, "error": error.message}
+    recipient = f"ticket {params['ticket']}" if "ticket" in params else str(params.get("to"))
+    return {
+        "template": template,
+        "subject": str(params["subject"]),
+        "body": str(params["body"]),
+        "system": system,
+        "recipient": recipient,
+    }
+
+
+def _message_reason(user: WebUser, case: Case, order: OrderView | None) -> str | None:
+    if not case.is_open:
+        return "the case is closed"
+    if not user.may(CASE_ROLES):
+        return "for agents, leads, risk or admins"
+    if order is None or not (order.tickets or order.customer_email):
+        return "the order has no customer email and no helpdesk ticket"
+    return None
 
 
 def _systems(order: dict[str, Any] | None) -> list[tuple[str, str]]:
