@@ -72,6 +72,8 @@ def test_the_top_of_the_queue_is_the_priority_order_across_queues(db_url: str) -
             }
             for row in rows
         ]
+        for row, order in zip(rows, order_rows, strict=True):
+            row["order_channel"] = order["channel"]  # the stores keep the case's copy so
         with desk.engine.begin() as db:
             db.execute(insert(orders), order_rows)
             db.execute(insert(cases), rows)
@@ -117,5 +119,10 @@ def test_the_top_of_the_queue_is_the_priority_order_across_queues(db_url: str) -
             ]
             assert [row.order_ref for row in page] == wanted[:30]
             assert {row.channel for row in page} == {"amazon"}
+            # and the board's "unrouted" row lists the cases no routing rule placed
+            unrouted = top_cases(db, merchant.id, BoardFilter(queue="unrouted"), now=NOW, limit=500)
+            expected_unrouted = {r["order_ref"] for r in open_rows if r["queue"] is None}
+            assert expected_unrouted
+            assert {row.order_ref for row in unrouted} == expected_unrouted
     finally:
         desk.close()

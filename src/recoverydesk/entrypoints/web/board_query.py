@@ -91,26 +91,26 @@ class QueueCount:
         return sum(self.by_priority.values())
 
 
+UNROUTED = "unrouted"
+
+
 def _filtered(merchant_id: int, wanted: BoardFilter, columns: list[Any]) -> Select[Any]:
     query = select(*columns).where(cases.c.merchant_id == merchant_id, is_open(cases.c.status))
+    if wanted.queue == UNROUTED:  # the board's row of cases no routing rule placed
+        query = query.where(cases.c.queue.is_(None))
+    elif wanted.queue:
+        query = query.where(cases.c.queue == wanted.queue)
+    # The segment filters read the case's copy of its order's (kept equal by the stores).
     for name, column in (
-        ("queue", cases.c.queue),
         ("category", cases.c.category),
         ("priority", cases.c.priority),
         ("owner", cases.c.owner),
+        ("channel", cases.c.order_channel),
+        ("fulfillment_type", cases.c.order_fulfillment_type),
     ):
         value = getattr(wanted, name)
         if value:
             query = query.where(column == value)
-    if wanted.channel or wanted.fulfillment_type:
-        query = query.join(
-            orders,
-            (orders.c.merchant_id == cases.c.merchant_id) & (orders.c.ref == cases.c.order_ref),
-        )
-        if wanted.channel:
-            query = query.where(orders.c.channel == wanted.channel)
-        if wanted.fulfillment_type:
-            query = query.where(orders.c.fulfillment_type == wanted.fulfillment_type)
     return query
 
 
@@ -126,7 +126,7 @@ def queue_counts(
     ).group_by(cases.c.queue, cases.c.priority)
     found: dict[str, QueueCount] = {}
     for queue, priority, count, breached, at_risk in db.execute(query):
-        entry = found.setdefault(queue or "unrouted", QueueCount(queue or "unrouted", queue))
+        entry = found.setdefault(queue or UNROUTED, QueueCount(queue or UNROUTED, queue))
         entry.by_priority[priority or "P3"] = entry.by_priority.get(priority or "P3", 0) + count
         entry.groups[priority] = count
         entry.breached += int(breached or 0)
@@ -173,7 +173,7 @@ def top_cases(
             order_ref=row.order_ref,
             category=row.category,
             priority=row.priority or "P3",
-            queue=row.queue or "unrouted",
+            queue=row.queue or UNROUTED,
             status=row.status,
             owner=row.owner,
             opened_at=row.opened_at,
