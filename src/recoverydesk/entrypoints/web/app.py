@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
@@ -177,36 +177,32 @@ def _board(
     return page(request, name, context)
 
 
-@web_router.get("/board")
-async def board(
-    request: Request,
-    user: LoggedIn,
+def board_filter(
     *,
-    merchant: int | None = None,
     queue: Filters = None,
     category: Filters = None,
     priority: Filters = None,
     channel: Filters = None,
     fulfillment_type: Filters = None,
     owner: Filters = None,
+) -> BoardFilter:
+    """The board's filters, from the query string."""
+    return BoardFilter(queue, category, priority, channel, fulfillment_type, owner)
+
+
+Wanted = Annotated[BoardFilter, Depends(board_filter)]
+
+
+@web_router.get("/board")
+async def board(
+    request: Request, user: LoggedIn, wanted: Wanted, merchant: int | None = None
 ) -> Response:
-    wanted = BoardFilter(queue, category, priority, channel, fulfillment_type, owner)
     return await run_in_threadpool(_board, request, user, merchant, wanted, "board.html")
 
 
 @web_router.get("/board/live")
 async def board_live(
-    request: Request,
-    user: LoggedIn,
-    *,
-    merchant: int | None = None,
-    queue: Filters = None,
-    category: Filters = None,
-    priority: Filters = None,
-    channel: Filters = None,
-    fulfillment_type: Filters = None,
-    owner: Filters = None,
+    request: Request, user: LoggedIn, wanted: Wanted, merchant: int | None = None
 ) -> Response:
     """The board's live part (counts and the top of the queue), polled every 5 seconds."""
-    wanted = BoardFilter(queue, category, priority, channel, fulfillment_type, owner)
     return await run_in_threadpool(_board, request, user, merchant, wanted, "_board_live.html")
